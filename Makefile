@@ -1,0 +1,31 @@
+# Two entry points for people: `make demo` and `make test`. Both set up what
+# they need first (.ci/setup is idempotent and quick the second time).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test lint typecheck unit demo bench snap clean
+
+setup:
+	@bash .ci/setup
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy --strict src
+
+test: setup lint typecheck
+	$(PY) -m pytest -p no:cacheprovider tests
+
+unit: setup
+	$(PY) -m pytest -p no:cacheprovider tests/unit
+
+demo: setup
+	$(PY) -m tests.demo
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info
