@@ -1,0 +1,1 @@
+"""The patch service: API, storage, tokens and machines, rollout, admin CLI."""

@@ -1,0 +1,51 @@
+"""`livepatch-admin`: the administrator's command.
+
+Each group of subcommands lives in its own module with a ``register``
+function that adds its parsers; a subcommand's parser sets ``handler`` to a
+function taking the parsed arguments and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from livepatch import __version__
+from livepatch.cli_support import configure_logging, run
+
+PROGRAM = "livepatch-admin"
+
+# Modules contributing subcommands; each defines register(subparsers).
+COMMAND_MODULES: tuple[str, ...] = (
+    "livepatch.server.admin.keys",
+    "livepatch.server.admin.tokens",
+    "livepatch.server.admin.patches",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="Administer a livepatch service.")
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.debug)
+    return run(lambda: int(args.handler(args)), program=PROGRAM, debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
