@@ -68,7 +68,6 @@ ENABLE = (
     "PCI",
     "UNWINDER_ORC",
     "ACPI",
-    ").split(",
 )
 
 # The other members of the unwinder choice, so that ORC (livepatch needs a
