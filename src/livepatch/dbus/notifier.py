@@ -175,7 +175,11 @@ class Notifier:
         bus = self._system
         if bus is None:
             return
-        owner = await _call(bus, _bus_message("GetNameOwner", "s", [BUS_NAME]))
+        try:
+            owner = await _call(bus, _bus_message("GetNameOwner", "s", [BUS_NAME]))
+        except BUS_ERRORS as error:
+            self._system_quiet.failed(error)
+            return
         if owner is None or owner[0] != sender:
             log.warning(
                 "ignored a livepatch signal from %s, which does not own %s", sender, BUS_NAME
@@ -197,10 +201,18 @@ class Notifier:
             events = list(self.pending)
             notification = compose(events, await self._severities())
             if await self._post(notification):
-                self.store.add(events)
+                self._remember(events)
                 self.pending = [e for e in self.pending if e not in events]
             else:
                 await asyncio.sleep(self.options.retry)
+
+    def _remember(self, events: list[Event]) -> None:
+        try:
+            self.store.add(events)
+        except OSError as error:
+            log.warning(
+                "Could not save %s (%s); shown events may be shown again.", self.store.path, error
+            )
 
     async def _severities(self) -> dict[str, str]:
         """CVE id -> severity from the service's Fixes property ({} if unavailable)."""
