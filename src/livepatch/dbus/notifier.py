@@ -41,6 +41,7 @@ from livepatch.dbus.notifications import (
     compose,
     state_path,
 )
+from livepatch.dbus.properties import cve_id
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def event_of(msg: Message) -> Event | None:
     ):
         return None
     if msg.member == "PatchApplied":
-        return Applied(msg.body[0], tuple(msg.body[1]))
+        return Applied(msg.body[0], tuple(cve_id(cve) for cve in msg.body[1]))
     return Failed(msg.body[0], msg.body[1])
 
 

@@ -23,7 +23,7 @@ from dbus_fast.constants import NameFlag, RequestNameReply
 
 from livepatch.dbus import BUS_NAME, INTERFACE, OBJECT_PATH
 from livepatch.dbus._interface import LivepatchInterface
-from livepatch.dbus.properties import changed, from_document
+from livepatch.dbus.properties import changed, cve_id, from_document
 from livepatch.errors import LivepatchError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ class BusServiceError(LivepatchError):
 
 
 class LivepatchBusService:
-    """Publishes the status document on a bus; see CONTRACTS.md for the daemon's side."""
+    """Publishes the status document on a bus; see CONTRACTS.md for the daemon's side.
+
+    `status` is called once here (initial property values) and on each Status().
+    """
 
     def __init__(
         self,
@@ -85,7 +88,8 @@ class LivepatchBusService:
             self._interface.emit_properties_changed(difference)
 
     def patch_applied(self, patch_id: str, cves: list[str]) -> None:
-        self._interface.PatchApplied(patch_id, list(cves))
+        """Signal PatchApplied, CVE ids spelt as in the Fixes property (CVE-2024-1086)."""
+        self._interface.PatchApplied(patch_id, [cve_id(cve) for cve in cves])
 
     def patch_failed(self, patch_id: str, reason: str) -> None:
         self._interface.PatchFailed(patch_id, reason)

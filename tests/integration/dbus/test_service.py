@@ -191,7 +191,7 @@ def test_patch_signals_reach_a_client(system_bus: Bus) -> None:
     async def scenario() -> None:
         async with serving(system_bus, Daemon()) as service, client(system_bus) as bus:
             queue = await collect(bus, f"type='signal',interface='{INTERFACE}'")
-            service.patch_applied("lp-6.1.0-56-amd64-3", ["CVE-2024-1086", "CVE-2023-0266"])
+            service.patch_applied("lp-6.1.0-56-amd64-3", ["CVE-2024-1086", "cve-2023-0266"])
             service.patch_failed("lp-6.1.0-56-amd64-4", "The kernel rejected the signature.")
             applied = await asyncio.wait_for(queue.get(), TIMEOUT)
             failed = await asyncio.wait_for(queue.get(), TIMEOUT)

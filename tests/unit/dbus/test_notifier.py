@@ -12,8 +12,10 @@ from livepatch.dbus.notifier import Options, event_of, parse_args
 
 
 def test_patch_applied_signal_is_an_event() -> None:
-    msg = Message.new_signal(OBJECT_PATH, INTERFACE, "PatchApplied", "sas", ["lp-3", ["CVE-1"]])
-    assert event_of(msg) == Applied("lp-3", ("CVE-1",))
+    msg = Message.new_signal(
+        OBJECT_PATH, INTERFACE, "PatchApplied", "sas", ["lp-3", ["cve-2024-1", "CVE-2024-2"]]
+    )
+    assert event_of(msg) == Applied("lp-3", ("CVE-2024-1", "CVE-2024-2"))
 
 
 def test_patch_failed_signal_is_an_event() -> None:
