@@ -1,0 +1,136 @@
+"""Enrolment, renewal and de-enrolment of machines, and credential checks.
+
+A token's machine limit must hold when many machines enrol at once: the
+token row is locked for the whole enrolment (``SELECT … FOR UPDATE`` on
+PostgreSQL; SQLite transactions begin IMMEDIATE, see ``storage.database``),
+so the count of its machines cannot change between reading and inserting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from livepatch.rollout import Tier
+from livepatch.server import secrets
+from livepatch.server.errors import (
+    Forbidden,
+    TokenExhausted,
+    TokenRevoked,
+    Unauthenticated,
+    UnknownToken,
+)
+from livepatch.server.storage.models import Machine, Token
+from livepatch.server.tokens import find_token
+
+LAST_SEEN_GRANULARITY = timedelta(minutes=1)
+"""A check-in updates ``last_seen`` at most this often, to keep check-ins read-mostly."""
+
+
+@dataclass(frozen=True)
+class MachineFacts:
+    machine_id: str
+    hostname: str
+    kernel: str
+    architecture: str
+
+
+@dataclass(frozen=True)
+class Credential:
+    machine_id: str
+    credential: str
+    expires: datetime
+    tier: Tier
+
+
+def enrol(
+    session: Session, token_secret: str, facts: MachineFacts, *, now: datetime, lifetime: timedelta
+) -> Credential:
+    """Give the machine a slot of the token and a fresh credential.
+
+    Re-enrolling a machine id with the same token reuses its slot; with
+    another token the machine moves to that token (if it has room).
+    """
+    token = find_token(session, token_secret, lock=True)
+    if token is None:
+        raise UnknownToken()
+    if token.revoked is not None:
+        raise TokenRevoked()
+    machine = session.scalars(
+        select(Machine).where(Machine.machine_id == facts.machine_id)
+    ).one_or_none()
+    if machine is None or machine.token_id != token.id:
+        used = session.scalar(select(func.count()).where(Machine.token_id == token.id)) or 0
+        if used >= token.machine_limit:
+            raise TokenExhausted(token.machine_limit)
+    secret = secrets.new_credential()
+    expires = now + lifetime
+    if machine is None:
+        machine = Machine(machine_id=facts.machine_id, enrolled=now)
+        session.add(machine)
+    machine.token_id = token.id
+    machine.tier = token.tier
+    machine.hostname = facts.hostname
+    machine.kernel = facts.kernel
+    machine.architecture = facts.architecture
+    machine.credential_digest = secrets.digest(secret)
+    machine.credential_expires = expires
+    machine.last_seen = now
+    session.flush()
+    return Credential(facts.machine_id, secret, expires, Tier(token.tier))
+
+
+def authenticate(session: Session, credential: str, *, now: datetime) -> Machine:
+    """The machine holding this unexpired credential."""
+    machine = session.scalars(
+        select(Machine).where(Machine.credential_digest == secrets.digest(credential))
+    ).one_or_none()
+    if machine is None or not secrets.matches(credential, machine.credential_digest):
+        raise Unauthenticated()
+    if machine.credential_expires <= now:
+        raise Unauthenticated(
+            "The machine credential expired: enrol the machine again with its token."
+        )
+    return machine
+
+
+def authenticate_as(
+    session: Session, machine_id: str, credential: str, *, now: datetime
+) -> Machine:
+    """Like `authenticate`, and the credential must belong to `machine_id`."""
+    machine = authenticate(session, credential, now=now)
+    if machine.machine_id != machine_id:
+        raise Forbidden("This credential belongs to another machine: use the machine's own.")
+    return machine
+
+
+def renew(
+    session: Session, machine_id: str, credential: str, *, now: datetime, lifetime: timedelta
+) -> Credential:
+    """Replace a still-valid credential with a new one; the old one stops working."""
+    machine = authenticate_as(session, machine_id, credential, now=now)
+    token = session.get(Token, machine.token_id)
+    if token is None or token.revoked is not None:
+        raise TokenRevoked()
+    secret = secrets.new_credential()
+    machine.credential_digest = secrets.digest(secret)
+    machine.credential_expires = now + lifetime
+    machine.last_seen = now
+    return Credential(machine.machine_id, secret, machine.credential_expires, Tier(machine.tier))
+
+
+def deenrol(session: Session, machine_id: str, credential: str, *, now: datetime) -> None:
+    """Forget the machine, freeing its token slot."""
+    machine = authenticate_as(session, machine_id, credential, now=now)
+    session.delete(machine)
+
+
+def check_in(machine: Machine, *, now: datetime) -> bool:
+    """Note that the machine was seen; True when the row changed."""
+    if now - machine.last_seen < LAST_SEEN_GRANULARITY:
+        return False
+    machine.last_seen = now
+    return True

@@ -1,0 +1,1 @@
+"""Persistent state of the service: ORM models, engine setup and migrations."""

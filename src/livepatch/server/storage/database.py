@@ -1,0 +1,99 @@
+"""Engines and sessions for SQLite (default) and PostgreSQL, and migrations.
+
+SQLite runs in WAL mode so readers never block the writer, and every
+transaction starts with ``BEGIN IMMEDIATE``: the write lock is taken up
+front, so two enrolments racing for a token's last slot serialise instead
+of both reading "one slot left". On PostgreSQL the same guarantee comes from
+``SELECT … FOR UPDATE`` on the token row (see ``machines.py``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session, sessionmaker
+
+from livepatch.server.errors import ConfigurationError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT = 30.0
+
+
+class Database:
+    """One engine and its session factory."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as error:
+            raise ConfigurationError(
+                f"The database URL {url!r} is not valid: use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB."
+            ) from error
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigurationError(
+                f"Unsupported database {self.dialect!r}: use SQLite or PostgreSQL."
+            )
+        try:
+            if self.dialect == "sqlite":
+                self.engine = _sqlite_engine(url, parsed.database)
+            else:
+                self.engine = create_engine(
+                    url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                )
+        except NoSuchModuleError as error:
+            raise ConfigurationError(
+                f"No driver for {parsed.drivername!r}: use postgresql+psycopg://."
+            ) from error
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session inside one transaction, committed on success."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration shipped in the package."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: str, database: str | None) -> Engine:
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not the driver, start transactions.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

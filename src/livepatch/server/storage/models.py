@@ -1,0 +1,150 @@
+"""The service's tables, as typed SQLAlchemy 2 ORM models.
+
+Secrets (tokens, machine credentials) are stored only as SHA-256 hex
+digests. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC.
+
+    SQLite has no time zones; storing naive UTC and attaching UTC on the way
+    out keeps comparisons correct on both databases.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use UTC-aware ones")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Token(Base):
+    """An enrolment token: how many machines of which tier may enrol with it."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    """The first characters of the token, so an administrator can tell them apart."""
+    tier: Mapped[str] = mapped_column(String(16))
+    machine_limit: Mapped[int] = mapped_column(Integer)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Machine(Base):
+    """An enrolled machine holding one slot of its token."""
+
+    __tablename__ = "machines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    machine_id: Mapped[str] = mapped_column(String(128), unique=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), index=True)
+    tier: Mapped[str] = mapped_column(String(16))
+    hostname: Mapped[str] = mapped_column(String(255))
+    kernel: Mapped[str] = mapped_column(String(255))
+    architecture: Mapped[str] = mapped_column(String(32))
+    credential_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    credential_expires: Mapped[datetime] = mapped_column(UTCDateTime)
+    enrolled: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Patch(Base):
+    """A published livepatch module and its rollout state.
+
+    ``stage``, ``percentage`` and ``halted`` are the fields signed into the
+    target's metadata; the rest is bookkeeping for the engine and people.
+    """
+
+    __tablename__ = "patches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patch_id: Mapped[str] = mapped_column(String(255), unique=True)
+    kernel_set: Mapped[str] = mapped_column(String(1024), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kernels: Mapped[list[str]] = mapped_column(JSON)
+    module_name: Mapped[str] = mapped_column(String(255))
+    target_name: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text)
+    cves: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    stage: Mapped[str] = mapped_column(String(16))
+    percentage: Mapped[float]
+    halted: Mapped[bool]
+    halt_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    withdrawn: Mapped[bool]
+    stage_started: Mapped[datetime] = mapped_column(UTCDateTime)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    policy: Mapped[dict[str, float]] = mapped_column(JSON)
+    """Per-patch overrides of the server's rollout policy (percentages, soak seconds)."""
+
+    __table_args__ = (UniqueConstraint("kernel_set", "version"),)
+
+
+class Report(Base):
+    """A machine's latest apply outcome for a patch in one stage.
+
+    One row per (machine, patch, stage): a machine retrying a failing load
+    every check-in counts once, so the halt rule sees machines, not retries.
+    """
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    machine_id: Mapped[str] = mapped_column(String(128))
+    patch_id: Mapped[str] = mapped_column(String(255), index=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    kernel: Mapped[str] = mapped_column(String(255))
+    result: Mapped[str] = mapped_column(String(16))
+    errno: Mapped[int | None] = mapped_column(Integer, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    taint: Mapped[int] = mapped_column(Integer)
+    received: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("machine_id", "patch_id", "stage"),)

@@ -1,0 +1,214 @@
+"""Tokens, machines and reports on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from livepatch.rollout import Tier
+from livepatch.server import machines, reports, tokens
+from livepatch.server.errors import (
+    Forbidden,
+    InvalidRequest,
+    ServerError,
+    TokenExhausted,
+    TokenRevoked,
+    Unauthenticated,
+    UnknownToken,
+)
+from livepatch.server.service import Service
+from livepatch.server.storage.models import Base, Machine, Patch
+from tests.integration.server.conftest import Clock
+
+LIFETIME = timedelta(days=30)
+
+
+def facts(n: int | str) -> machines.MachineFacts:
+    return machines.MachineFacts(f"machine-{n}", f"host-{n}", "6.1.0-56-amd64", "amd64")
+
+
+def make_token(service: Service, *, limit: int | None = 3, tier: Tier = Tier.COMMUNITY) -> str:
+    with service.transaction() as session:
+        return tokens.create_token(session, tier=tier, machines=limit, now=service.clock()).secret
+
+
+def enrol(service: Service, token: str, n: int | str) -> machines.Credential:
+    with service.transaction() as session:
+        return machines.enrol(session, token, facts(n), now=service.clock(), lifetime=LIFETIME)
+
+
+def test_migrations_match_the_models(service: Service) -> None:
+    with service.database.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+    service.database.migrate()  # idempotent
+
+
+def test_tokens_are_stored_hashed_and_default_to_three_machines(service: Service) -> None:
+    secret = make_token(service, limit=None)
+    with service.transaction() as session:
+        [info] = tokens.list_tokens(session)
+        stored = tokens.find_token(session, secret)
+        assert stored is not None
+        assert stored.digest != secret and secret not in stored.digest
+    assert info.machine_limit == 3
+    assert info.hint == secret[:6]
+
+
+def test_stable_tokens_need_an_explicit_machine_count(service: Service) -> None:
+    with pytest.raises(InvalidRequest, match="--machines"), service.transaction() as session:
+        tokens.create_token(session, tier=Tier.STABLE, machines=None, now=service.clock())
+
+
+def test_enrolment_fills_slots_and_deenrolment_frees_them(service: Service) -> None:
+    token = make_token(service, limit=2)
+    first = enrol(service, token, 1)
+    enrol(service, token, 2)
+    with pytest.raises(TokenExhausted) as refused:
+        enrol(service, token, 3)
+    assert refused.value.status == 409
+    with service.transaction() as session:
+        machines.deenrol(session, "machine-1", first.credential, now=service.clock())
+    enrol(service, token, 3)
+    with service.transaction() as session:
+        assert [t.machines for t in tokens.list_tokens(session)] == [2]
+
+
+def test_reenrolling_the_same_machine_reuses_its_slot(service: Service) -> None:
+    token = make_token(service, limit=1)
+    old = enrol(service, token, 1)
+    new = enrol(service, token, 1)
+    assert new.credential != old.credential
+    with service.transaction() as session:
+        with pytest.raises(Unauthenticated):
+            machines.authenticate(session, old.credential, now=service.clock())
+        assert machines.authenticate(session, new.credential, now=service.clock())
+
+
+def test_credentials_are_stored_hashed(service: Service) -> None:
+    credential = enrol(service, make_token(service), 1)
+    with service.transaction() as session:
+        machine = session.query(Machine).one()
+        assert credential.credential not in machine.credential_digest
+        assert len(machine.credential_digest) == 64
+
+
+def test_unknown_and_revoked_tokens_are_refused(service: Service) -> None:
+    with pytest.raises(UnknownToken, match="Unknown Auth-Token"):
+        enrol(service, "0" * 32, 1)
+    token = make_token(service)
+    credential = enrol(service, token, 1)
+    with service.transaction() as session:
+        tokens.revoke_token(session, token[:6], now=service.clock())
+    with pytest.raises(TokenRevoked):
+        enrol(service, token, 2)
+    with pytest.raises(TokenRevoked), service.transaction() as session:
+        machines.renew(
+            session, "machine-1", credential.credential, now=service.clock(), lifetime=LIFETIME
+        )
+
+
+def test_credentials_expire_and_renewal_replaces_them(service: Service, clock: Clock) -> None:
+    credential = enrol(service, make_token(service), 1)
+    assert credential.expires == clock.now + LIFETIME
+    clock.advance(days=29)
+    with service.transaction() as session:
+        renewed = machines.renew(
+            session, "machine-1", credential.credential, now=clock.now, lifetime=LIFETIME
+        )
+    assert renewed.expires == clock.now + LIFETIME
+    clock.advance(days=31)
+    with pytest.raises(Unauthenticated, match="expired"), service.transaction() as session:
+        machines.authenticate(session, renewed.credential, now=clock.now)
+
+
+def test_a_credential_cannot_act_for_another_machine(service: Service) -> None:
+    token = make_token(service)
+    credential = enrol(service, token, 1)
+    enrol(service, token, 2)
+    with pytest.raises(Forbidden), service.transaction() as session:
+        machines.deenrol(session, "machine-2", credential.credential, now=service.clock())
+
+
+def test_machine_limit_holds_under_concurrent_enrolments(service: Service) -> None:
+    token = make_token(service, limit=5)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(24)
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        try:
+            enrol(service, token, n)
+            outcomes.append("ok")
+        except ServerError as error:
+            outcomes.append(error.code)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 5
+    assert outcomes.count("token-exhausted") == 19
+    with service.transaction() as session:
+        assert session.query(Machine).count() == 5
+
+
+def test_reports_keep_one_outcome_per_machine_and_stage(service: Service) -> None:
+    credential = enrol(service, make_token(service), 1)
+    with service.transaction() as session:
+        session.add(_patch(service))
+    outcome = reports.Outcome("lp-k-1", "6.1.0-56-amd64", reports.Result.FAILED, 1, "EPERM", 5, 0)
+    for result in (
+        outcome,
+        outcome,
+        reports.Outcome(**{**outcome.__dict__, "result": reports.Result.APPLIED}),
+    ):
+        with service.transaction() as session:
+            machine = machines.authenticate(session, credential.credential, now=service.clock())
+            assert reports.record(session, machine, result, now=service.clock()) == "canary"
+    with service.transaction() as session:
+        counted = reports.stage_outcomes(session, "lp-k-1", "canary", since=service.clock())
+        assert (counted.applied, counted.failed) == (1, 0)
+        [aggregate] = reports.aggregates(session, "lp-k-1")
+        assert (aggregate.stage, aggregate.kernel, aggregate.applied) == (
+            "canary",
+            "6.1.0-56-amd64",
+            1,
+        )
+
+
+def test_reports_for_unknown_patches_are_refused(service: Service) -> None:
+    credential = enrol(service, make_token(service), 1)
+    outcome = reports.Outcome("lp-nope", "k", reports.Result.APPLIED, None, None, 1, 0)
+    with pytest.raises(ServerError, match="No patch"), service.transaction() as session:
+        machine = machines.authenticate(session, credential.credential, now=service.clock())
+        reports.record(session, machine, outcome, now=service.clock())
+
+
+def _patch(service: Service) -> Patch:
+    now = service.clock()
+    return Patch(
+        patch_id="lp-k-1",
+        kernel_set="k",
+        version=1,
+        kernels=["k"],
+        module_name="m",
+        target_name="patches/lp-k-1.ko",
+        sha256="0" * 64,
+        length=1,
+        severity="high",
+        description="d",
+        cves=[],
+        stage="canary",
+        percentage=5.0,
+        halted=False,
+        withdrawn=False,
+        stage_started=now,
+        created=now,
+        policy={},
+    )
