@@ -1,0 +1,202 @@
+"""`livepatch`: enable, disable, status, refresh, config, daemon.
+
+Parsing and printing only; the work is in ``livepatch.client.commands``.
+Imports stay lazy: ``livepatch status`` must start about as fast as a bare
+Python, so nothing here pulls in requests, cryptography, tuf or dbus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from livepatch import __version__
+from livepatch.cli_support import configure_logging, run
+
+if TYPE_CHECKING:
+    from livepatch.client.checkin import Runtime
+
+PROGRAM = "livepatch"
+FORMATS = ("human", "humane", "json", "yaml")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="Apply kernel security fixes without rebooting."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    enable = sub.add_parser("enable", help="enrol this machine with a token and start patching")
+    enable.add_argument("token", metavar="TOKEN", help="the enrolment token from your service")
+    enable.set_defaults(handler=cmd_enable)
+
+    disable = sub.add_parser("disable", help="de-enrol this machine and stop patching")
+    disable.add_argument(
+        "--unload", action="store_true", help="also disable and unload the applied patches"
+    )
+    disable.set_defaults(handler=cmd_disable)
+
+    status = sub.add_parser("status", help="show kernel, enrolment and patch state")
+    status.add_argument("--verbose", "-v", action="store_true", help="show more detail")
+    status.add_argument("--format", choices=FORMATS, default="human")
+    status.set_defaults(handler=cmd_status)
+
+    refresh = sub.add_parser("refresh", help="check for patches now and wait for the outcome")
+    refresh.set_defaults(handler=cmd_refresh)
+
+    config = sub.add_parser("config", help="show settings, or set them with KEY=VALUE")
+    config.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
+    config.set_defaults(handler=cmd_config)
+
+    daemon = sub.add_parser("daemon", help="run the patching service in the foreground")
+    daemon.set_defaults(handler=cmd_daemon)
+    return parser
+
+
+def _runtime() -> Runtime:
+    from livepatch.client.wiring import default_runtime
+
+    return default_runtime()
+
+
+def _use_colour(stream: Any) -> bool:
+    return bool(stream.isatty()) and "NO_COLOR" not in os.environ
+
+
+def _unicode(stream: Any) -> bool:
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+    return encoding in ("utf8", "utf_8")
+
+
+def render_status(doc: dict[str, Any], fmt: str, verbose: bool) -> str:
+    from livepatch.client import render
+
+    if fmt == "json":
+        return render.render_json(doc)
+    if fmt == "yaml":
+        return render.render_yaml(doc)
+    colour = fmt == "human" and _use_colour(sys.stdout)
+    return render.render_human(doc, verbose=verbose, colour=colour, unicode=_unicode(sys.stdout))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from livepatch.client import commands
+    from livepatch.client.errors import NotEnabled
+
+    doc = commands.status(_runtime())
+    if not doc["Enrolled"]:
+        if args.format in ("json", "yaml"):
+            sys.stdout.write(render_status(doc, args.format, args.verbose))
+        raise NotEnabled()
+    if not doc["Daemon-Running"] and args.format in ("human", "humane"):
+        print(
+            f"{PROGRAM}: the livepatch daemon is not running; this is the state it last recorded.",
+            file=sys.stderr,
+        )
+    sys.stdout.write(render_status(doc, args.format, args.verbose))
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    from livepatch.client import commands
+
+    commands.require_root("enable")
+    result = commands.enable(_runtime(), args.token)
+    print(f"Machine enabled (machine id {result.machine_id}, tier {result.tier}).")
+    if result.outcome is None:
+        doc = (result.daemon_answer or {}).get("status") or commands.status(_runtime())
+        error = (result.daemon_answer or {}).get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+    else:
+        doc = commands.status(_runtime())
+        message = str(result.outcome.error) if result.outcome.error else None
+    _print_patch_lines(doc)
+    if message:
+        print(f"{PROGRAM}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_patch_lines(doc: dict[str, Any]) -> None:
+    text = render_status(doc, "humane", False)
+    wanted = ("kernel:", "kernel state:", "patch state:", "fix ")
+    for line in text.splitlines():
+        if line.startswith(wanted):
+            print(line)
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    from livepatch.client import commands
+
+    commands.require_root("disable")
+    result = commands.disable(_runtime(), unload=args.unload)
+    print("Machine disabled; it no longer checks for patches.")
+    if result.unloaded:
+        print(f"Disabled and unloaded: {', '.join(result.unloaded)}.")
+    if result.kept:
+        print(
+            f"Loaded patches stay in the kernel until the next reboot: {', '.join(result.kept)} "
+            "(use `livepatch disable --unload` to remove them)."
+        )
+    if result.service_error is not None:
+        print(
+            f"{PROGRAM}: the patch service was not told ({result.service_error}); "
+            "its administrator may need to free this machine's slot.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from livepatch.client import commands
+
+    commands.require_root("refresh")
+    doc, error = commands.refresh(_runtime())
+    _print_patch_lines(doc)
+    if error is not None:
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from livepatch.client import commands
+    from livepatch.client.paths import Paths
+
+    commands.require_root("config")
+    paths = Paths.from_environment()
+    if args.assignments:
+        commands.set_config(paths, args.assignments)
+    else:
+        sys.stdout.write(commands.show_config(paths))
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from livepatch.client import commands
+    from livepatch.client.daemon import Daemon, default_bus
+
+    commands.require_root("daemon")
+    asyncio.run(Daemon(_runtime(), bus=default_bus()).run())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.debug)
+    if args.command == "daemon" and not args.debug:
+        import logging
+
+        logging.getLogger("livepatch").setLevel(logging.INFO)
+    return run(lambda: int(args.handler(args)), program=PROGRAM, debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

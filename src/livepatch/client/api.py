@@ -1,0 +1,173 @@
+"""HTTP client for the patch service's machine endpoints (CONTRACTS.md).
+
+``requests`` is imported here only, so commands that never talk to the service
+do not pay for it. Transport failures become ServiceUnreachable or TlsFailure,
+error bodies ``{"error": {"code", "message"}}`` become the matching client
+error. The token and credential travel in the body and the Authorization
+header only; they never appear in messages or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from livepatch import __version__
+from livepatch.client.errors import (
+    CredentialRejected,
+    ServiceError,
+    ServiceUnreachable,
+    TlsFailure,
+    TokenExhausted,
+    TokenRevoked,
+    UnknownToken,
+)
+from livepatch.client.ports import EnrolResult
+from livepatch.client.state import Credential, Report
+
+log = logging.getLogger(__name__)
+
+MAX_RESPONSE = 4 * 1024 * 1024
+TIMEOUT = (10.0, 60.0)
+ERRORS_BY_CODE: Mapping[str, type[UnknownToken | TokenRevoked | TokenExhausted]] = {
+    "unknown-token": UnknownToken,
+    "token-revoked": TokenRevoked,
+    "token-exhausted": TokenExhausted,
+}
+
+
+class HttpServiceClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ca_bundle: str | None = None,
+        proxies: Mapping[str, str] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = f"livepatch/{__version__}"
+        if ca_bundle:
+            self.session.verify = ca_bundle
+        if proxies:
+            self.session.proxies.update(proxies)
+
+    def enrol(
+        self, *, token: str, machine_id: str, hostname: str, kernel: str, architecture: str
+    ) -> EnrolResult:
+        body = self._call(
+            "POST",
+            "/v1/enrol",
+            json_body={
+                "token": token,
+                "machine_id": machine_id,
+                "hostname": hostname,
+                "kernel": kernel,
+                "architecture": architecture,
+            },
+        )
+        try:
+            return EnrolResult(
+                machine_id=str(body["machine_id"]),
+                credential=Credential(
+                    str(body["credential"]), datetime.fromisoformat(str(body["expires"]))
+                ),
+                tier=str(body.get("tier") or "community"),
+                root=json.dumps(body["root"]).encode(),
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            raise self._malformed("/v1/enrol") from error
+
+    def renew(self, machine_id: str, credential: Credential) -> Credential:
+        path = f"/v1/machines/{machine_id}/renew"
+        body = self._call("POST", path, credential=credential)
+        try:
+            return Credential(str(body["credential"]), datetime.fromisoformat(body["expires"]))
+        except (KeyError, ValueError, TypeError) as error:
+            raise self._malformed(path) from error
+
+    def deregister(self, machine_id: str, credential: Credential) -> None:
+        self._call("DELETE", f"/v1/machines/{machine_id}", credential=credential)
+
+    def report(self, machine_id: str, credential: Credential, report: Report) -> None:
+        self._call(
+            "POST",
+            f"/v1/machines/{machine_id}/reports",
+            credential=credential,
+            json_body=vars(report),
+        )
+
+    def _malformed(self, path: str) -> ServiceError:
+        return ServiceError(
+            f"The patch service sent a malformed answer to {path}; check its version."
+        )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        credential: Credential | None = None,
+        json_body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        url = self.base_url + path
+        headers = {"Authorization": f"Bearer {credential.token}"} if credential else {}
+        try:
+            response = self.session.request(
+                method, url, json=json_body, headers=headers, timeout=TIMEOUT, stream=True
+            )
+            content = response.raw.read(MAX_RESPONSE + 1, decode_content=True)
+        except requests.exceptions.SSLError as error:
+            raise TlsFailure(self.base_url, _reason(error)) from error
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+            raise ServiceUnreachable(self.base_url, _reason(error)) from error
+        except requests.exceptions.RequestException as error:
+            raise ServiceUnreachable(self.base_url, type(error).__name__) from error
+        if len(content) > MAX_RESPONSE:
+            raise ServiceError(f"The patch service sent an oversized answer to {path}.")
+        log.debug("%s %s -> %s", method, path, response.status_code)
+        body = _json(content)
+        if response.status_code < 400:
+            return body
+        raw = body.get("error")
+        detail: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        code = str(detail.get("code", ""))
+        if code in ERRORS_BY_CODE:
+            raise ERRORS_BY_CODE[code]()
+        if response.status_code == 401 and credential is not None:
+            raise CredentialRejected()
+        message = " ".join(str(detail.get("message", "")).split())[:300] or response.reason
+        raise ServiceError(
+            f"The patch service refused {method} {path} with HTTP {response.status_code} "
+            f"({code or 'no code'}: {message.rstrip('.')}).",
+            code=code or "service-error",
+        )
+
+
+def _json(content: bytes) -> dict[str, Any]:
+    if not content:
+        return {}
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause's text, short: requests nests urllib3 errors deeply."""
+    inner: BaseException = error
+    while inner.__context__ is not None and inner.__context__ is not inner:
+        inner = inner.__context__
+    for candidate in (error.args[0] if error.args else None, inner):
+        reason = getattr(candidate, "reason", candidate)
+        if reason is not None:
+            text = " ".join(str(reason).split())
+            return text[:200]
+    return type(error).__name__

@@ -1,0 +1,234 @@
+"""One check-in: reconcile, renew, refresh metadata, plan, verify, load, report.
+
+Every step persists its outcome through a pure transition before the next
+step starts, under the state lock, so a crash at any point leaves a record
+that ``reconcile`` can square with the kernel. The intent to load is saved
+*before* finit_module: after a crash the kernel tells whether it happened.
+
+Blocking: run it in a worker thread from the daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from livepatch.client import transitions
+from livepatch.client.config import Config
+from livepatch.client.config import load as load_config
+from livepatch.client.errors import NotEnabled, UnsupportedKernel
+from livepatch.client.patches import PatchInfo
+from livepatch.client.paths import Paths
+from livepatch.client.planner import Apply, plan
+from livepatch.client.ports import KernelPort, MetadataSource, ServiceClient
+from livepatch.client.schedule import Timing
+from livepatch.client.state import (
+    Credential,
+    CredentialFile,
+    ErrorRecord,
+    Report,
+    State,
+    StateFile,
+)
+from livepatch.client.store import locked, write_atomic
+from livepatch.errors import LivepatchError
+from livepatch.rollout import Tier
+
+log = logging.getLogger(__name__)
+
+ServiceFactory = Callable[[Config], ServiceClient]
+MetadataFactory = Callable[[Config, Paths, Credential], MetadataSource]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a check-in touches, injected (tests pass fakes)."""
+
+    paths: Paths
+    kernel: KernelPort
+    service: ServiceFactory
+    metadata: MetadataFactory
+    clock: Callable[[], datetime]
+    timing: Timing = field(default_factory=Timing)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: State
+    error: LivepatchError | None = None
+    applied: PatchInfo | None = None
+    """The patch this check loaded, if any (for D-Bus signals)."""
+    failed: PatchInfo | None = None
+
+
+def effective_tier(state: State, config: Config) -> Tier:
+    name = config.tier or (state.enrolment.tier if state.enrolment else "")
+    try:
+        return Tier(name)
+    except ValueError:
+        return Tier.COMMUNITY
+
+
+def error_record(error: LivepatchError) -> ErrorRecord:
+    return ErrorRecord(error.code, " ".join(str(error).split()))
+
+
+class CheckIn:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.states = StateFile(runtime.paths.state)
+        self.credentials = CredentialFile(runtime.paths.credential)
+
+    def _save(self, state: State) -> State:
+        self.states.save(state)
+        return state
+
+    def reconcile(self) -> State:
+        """Align the record with the kernel (daemon start-up); returns the saved state."""
+        with locked(self.rt.paths.lock):
+            return self._reconciled(self.states.load())
+
+    def _reconciled(self, state: State) -> State:
+        kernel = self.rt.kernel
+        new = transitions.reconcile(state, kernel.identity().key, kernel.loaded())
+        return self._save(new) if new != state else state
+
+    def run(self) -> Outcome:
+        """Check in once; errors are recorded in the state and returned, not raised,
+        except NotEnabled."""
+        with locked(self.rt.paths.lock):
+            state = self._reconciled(self.states.load())
+            enrolment = state.enrolment
+            if enrolment is None:
+                raise NotEnabled()
+            config = load_config(self.rt.paths.config)
+            now = self.rt.clock()
+            key = self.rt.kernel.identity().key
+            reason = self.rt.kernel.unsupported_reason()
+            if reason is not None:
+                release = self.rt.kernel.identity().release
+                error = UnsupportedKernel(release, reason)
+                return Outcome(
+                    self._save(transitions.unsupported(state, key, error_record(error), now)), error
+                )
+            try:
+                credential = self._fresh_credential(state, config, now)
+                service = self.rt.service(config)
+                state = self._flush_reports(state, service, credential)
+                source = self.rt.metadata(config, self.rt.paths, credential)
+                source.refresh()
+                patches = source.patches()
+                loaded = {name for name, s in self.rt.kernel.loaded().items() if s.enabled}
+                decision = plan(
+                    patches,
+                    kernel_key=key,
+                    machine_id=enrolment.machine_id,
+                    tier=effective_tier(state, config),
+                    loaded_modules=loaded,
+                )
+            except LivepatchError as error:
+                log.warning("check-in failed: %s", error)
+                return Outcome(
+                    self._save(transitions.check_failed(state, error_record(error), now)), error
+                )
+            state = self._save(transitions.planned(state, decision, key, now))
+            if not isinstance(decision, Apply):
+                return Outcome(state)
+            outcome = self._apply(state, decision.patch, source, key, now)
+            state = self._flush_reports(outcome.state, service, credential)
+            return replace(outcome, state=state)
+
+    def _fresh_credential(self, state: State, config: Config, now: datetime) -> Credential:
+        assert state.enrolment is not None
+        credential = self.credentials.load()
+        if credential is None:
+            raise NotEnabled()
+        issued = credential.issued or credential.expires - timedelta(days=30)
+        left = credential.expires - now
+        if left > max((credential.expires - issued) * self.rt.timing.renew_before, timedelta(0)):
+            return credential
+        renewed = self.rt.service(config).renew(state.enrolment.machine_id, credential)
+        renewed = replace(renewed, issued=renewed.issued or now)
+        self.credentials.save(renewed)
+        log.info("credential renewed; it expires %s", renewed.expires.isoformat())
+        return renewed
+
+    def _flush_reports(self, state: State, service: ServiceClient, credential: Credential) -> State:
+        """Send queued reports in order; stop at the first failure and keep the rest."""
+        assert state.enrolment is not None
+        sent = 0
+        for report in state.pending_reports:
+            try:
+                service.report(state.enrolment.machine_id, credential, report)
+            except LivepatchError as error:
+                log.warning("could not send a report yet: %s", error)
+                break
+            sent += 1
+        return self._save(transitions.reports_sent(state, sent)) if sent else state
+
+    def _apply(
+        self, state: State, patch: PatchInfo, source: MetadataSource, key: str, now: datetime
+    ) -> Outcome:
+        record = transitions.record(patch, key)
+        try:
+            self.rt.kernel.check_loadable()
+            data = source.download(patch)
+            source.verify(patch, data, now)
+        except LivepatchError as error:
+            log.warning("patch %s not applied: %s", patch.patch_id, error)
+            report = Report(patch.patch_id, key, "failed", None, _reason(error), 0, self._taint())
+            failed = transitions.apply_failed(state, error_record(error), report)
+            return Outcome(self._save(failed), error, failed=patch)
+        module = self._stage_module(patch, data)
+        state = self._save(transitions.applying(state, record))
+        started = time.monotonic()
+        try:
+            self.rt.kernel.load(module)
+        except LivepatchError as error:
+            log.warning("the kernel did not apply %s: %s", patch.patch_id, error)
+            report = Report(
+                patch.patch_id,
+                key,
+                "failed",
+                getattr(error, "errno", None),
+                _reason(error),
+                _ms(started),
+                self._taint(),
+            )
+            failed = transitions.apply_failed(state, error_record(error), report)
+            return Outcome(self._save(failed), error, failed=patch)
+        report = Report(patch.patch_id, key, "applied", None, None, _ms(started), self._taint())
+        state = self._save(transitions.apply_succeeded(state, record, report))
+        log.info("applied %s (%s)", patch.patch_id, ", ".join(c.id for c in patch.cves))
+        self._prune_modules(keep=module)
+        return Outcome(state, applied=patch)
+
+    def _stage_module(self, patch: PatchInfo, data: bytes) -> Path:
+        self.rt.paths.modules.mkdir(mode=0o700, parents=True, exist_ok=True)
+        module = self.rt.paths.modules / f"{patch.module_name}.ko"
+        write_atomic(module, data, mode=0o600)
+        return module
+
+    def _prune_modules(self, keep: Path) -> None:
+        for stale in self.rt.paths.modules.glob("*.ko"):
+            if stale != keep:
+                stale.unlink(missing_ok=True)
+
+    def _taint(self) -> int:
+        try:
+            return self.rt.kernel.taint()
+        except (LivepatchError, OSError):
+            return 0
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _reason(error: LivepatchError) -> str:
+    record = error_record(error)
+    return f"{record.code}: {record.message}"[:500]

@@ -1,0 +1,200 @@
+"""What each ``livepatch`` subcommand does, apart from parsing and printing.
+
+Each function takes the runtime (paths and ports) and returns plain values;
+``livepatch.cli`` prints them. Commands that change the machine take the state
+lock, so they never interleave with a daemon's check-in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from livepatch.client import config as settings
+from livepatch.client import control, transitions
+from livepatch.client.checkin import CheckIn, Outcome, Runtime, effective_tier
+from livepatch.client.errors import (
+    AlreadyEnabled,
+    NeedsRoot,
+    NotConfigured,
+    NotEnabled,
+    UnsupportedKernel,
+)
+from livepatch.client.host import hostname, machine_id, read_host
+from livepatch.client.paths import Paths
+from livepatch.client.state import Credential, CredentialFile, Enrolment, State, StateFile
+from livepatch.client.status import document
+from livepatch.client.store import is_locked, locked, write_atomic
+from livepatch.errors import LivepatchError
+
+log = logging.getLogger(__name__)
+
+
+def require_root(command: str, geteuid: Callable[[], int] | None = None) -> None:
+    if (geteuid or os.geteuid)() != 0:
+        raise NeedsRoot(command)
+
+
+def daemon_running(paths: Paths) -> bool:
+    return is_locked(paths.daemon_lock)
+
+
+def status(rt: Runtime) -> dict[str, Any]:
+    """The status document; works without root (reads the state file, not the socket)."""
+    state = StateFile(rt.paths.state).load()
+    try:
+        identity = rt.kernel.identity()
+        state = transitions.reconcile(state, identity.key, rt.kernel.loaded())
+    except (LivepatchError, OSError) as error:
+        log.debug("status without reconciling with the kernel: %s", error)
+        identity = rt.kernel.identity()
+    try:
+        config = settings.load(rt.paths.config)
+    except (PermissionError, LivepatchError):
+        config = settings.Config()
+    return document(
+        state,
+        kernel=identity,
+        host=read_host(),
+        tier=effective_tier(state, config).value,
+        daemon_running=daemon_running(rt.paths),
+    )
+
+
+@dataclass(frozen=True)
+class Enabled:
+    machine_id: str
+    tier: str
+    outcome: Outcome | None
+    """The inline check's outcome; None when the daemon was asked to check."""
+    daemon_answer: dict[str, Any] | None = None
+
+
+def enable(rt: Runtime, token: str) -> Enabled:
+    paths = rt.paths
+    paths.ensure()
+    config = settings.load(paths.config)
+    if not config.remote_server:
+        raise NotConfigured()
+    with locked(paths.lock):
+        states = StateFile(paths.state)
+        state = states.load()
+        if state.enrolment is not None:
+            raise AlreadyEnabled()
+        identity = rt.kernel.identity()
+        reason = rt.kernel.unsupported_reason()
+        if reason is not None:
+            raise UnsupportedKernel(identity.release, reason)
+        result = rt.service(config).enrol(
+            token=token,
+            machine_id=machine_id(),
+            hostname=hostname(),
+            kernel=identity.key,
+            architecture=identity.architecture,
+        )
+        _reset_metadata(paths)
+        write_atomic(paths.metadata / "root.json", result.root, mode=0o644)
+        credential = result.credential
+        CredentialFile(paths.credential).save(
+            Credential(credential.token, credential.expires, credential.issued or rt.clock())
+        )
+        enrolment = Enrolment(result.machine_id, result.tier, config.remote_server, rt.clock())
+        states.save(transitions.enrolled(state, enrolment))
+    answer = _ask_daemon(paths, "refresh")
+    if answer is not None:
+        return Enabled(result.machine_id, result.tier, None, answer)
+    return Enabled(result.machine_id, result.tier, CheckIn(rt).run())
+
+
+def _reset_metadata(paths: Paths) -> None:
+    shutil.rmtree(paths.metadata, ignore_errors=True)
+    paths.metadata.mkdir(mode=0o700)
+
+
+def _ask_daemon(paths: Paths, command: str) -> dict[str, Any] | None:
+    """The daemon's answer, or None when no daemon runs."""
+    if not daemon_running(paths):
+        return None
+    try:
+        return control.request(paths.control, command)
+    except control.DaemonNotRunning:
+        return None
+
+
+@dataclass(frozen=True)
+class Disabled:
+    unloaded: tuple[str, ...]
+    kept: tuple[str, ...]
+    """Our modules left loaded in the kernel."""
+    service_error: LivepatchError | None
+    """Why the service could not be told (the machine is disabled locally anyway)."""
+
+
+def disable(rt: Runtime, *, unload: bool) -> Disabled:
+    paths = rt.paths
+    with locked(paths.lock):
+        states = StateFile(paths.state)
+        state = states.load()
+        if state.enrolment is None:
+            raise NotEnabled()
+        credentials = CredentialFile(paths.credential)
+        credential = credentials.load()
+        service_error: LivepatchError | None = None
+        if credential is not None:
+            try:
+                config = settings.load(paths.config)
+                rt.service(config).deregister(state.enrolment.machine_id, credential)
+            except LivepatchError as error:
+                service_error = error
+        ours = _our_loaded_modules(rt, state)
+        unloaded: list[str] = []
+        if unload:
+            for name in ours:
+                rt.kernel.disable(name)
+                rt.kernel.unload(name)
+                unloaded.append(name)
+        credentials.remove()
+        _reset_metadata(paths)
+        states.save(transitions.disenrolled(state, unloaded=unload))
+    _ask_daemon(paths, "reload")
+    kept = tuple(name for name in ours if name not in unloaded)
+    return Disabled(tuple(unloaded), kept, service_error)
+
+
+def _our_loaded_modules(rt: Runtime, state: State) -> list[str]:
+    loaded = rt.kernel.loaded()
+    names = [r.module_name for r in (state.applied, state.applying) if r is not None]
+    return [name for name in dict.fromkeys(names) if name in loaded]
+
+
+def refresh(rt: Runtime) -> tuple[dict[str, Any], LivepatchError | None]:
+    """Check now: through the daemon when it runs, inline otherwise."""
+    answer = _ask_daemon(rt.paths, "refresh")
+    if answer is not None:
+        error = answer.get("error")
+        failure = None
+        if isinstance(error, dict):
+            failure = LivepatchError(str(error.get("message")), code=str(error.get("code")))
+        return answer.get("status") or status(rt), failure
+    outcome = CheckIn(rt).run()
+    return status(rt), outcome.error
+
+
+def show_config(paths: Paths) -> str:
+    return settings.render(settings.load(paths.config))
+
+
+def set_config(paths: Paths, assignments: Sequence[str]) -> str:
+    pairs = [settings.parse_assignment(item) for item in assignments]
+    paths.ensure()
+    with locked(paths.lock):
+        new = settings.assign(settings.load(paths.config), pairs)
+        settings.save(paths.config, new)
+        if new.ca_certs and settings.PEM_MARKER in new.ca_certs:
+            write_atomic(paths.ca_bundle, new.ca_certs.encode(), mode=0o644)
+    _ask_daemon(paths, "reload")
+    return settings.render(new)

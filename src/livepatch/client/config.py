@@ -1,0 +1,152 @@
+"""Settings: parse ``KEY=VALUE``, validate, persist, print as ``KEY: value``.
+
+Keys and the print format follow canonical-livepatch's ``config`` because the
+Ubuntu Pro client writes them and reads them back (see COMPAT.md). An empty
+value unsets a key. Values that span lines (a PEM in ca-certs) print as one
+JSON-quoted line so the ``KEY: value`` shape holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from livepatch.client.errors import InvalidConfig
+from livepatch.client.store import write_atomic
+from livepatch.rollout import Tier
+
+DEFAULT_CHECK_INTERVAL = 60
+PEM_MARKER = "-----BEGIN CERTIFICATE-----"
+
+
+@dataclass(frozen=True)
+class Config:
+    remote_server: str = ""
+    check_interval: int = DEFAULT_CHECK_INTERVAL
+    """Minutes between check-ins."""
+    http_proxy: str = ""
+    https_proxy: str = ""
+    no_proxy: str = ""
+    ca_certs: str = ""
+    """A PEM bundle or the path of one."""
+    tier: str = ""
+    """Overrides the tier the service assigned at enrolment when set."""
+
+    def proxies(self) -> dict[str, str]:
+        """The proxy settings in the shape `requests` takes; empty when unset."""
+        result = {"http": self.http_proxy, "https": self.https_proxy, "no_proxy": self.no_proxy}
+        return {key: value for key, value in result.items() if value}
+
+
+KEYS: tuple[str, ...] = tuple(field.name.replace("_", "-") for field in dataclasses.fields(Config))
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep:
+        raise InvalidConfig(f"Expected KEY=VALUE, got {text!r}; for example check-interval=60.")
+    if key not in KEYS:
+        raise InvalidConfig(f"Unknown config key {key!r}; known keys are {', '.join(KEYS)}.")
+    return key, value.strip()
+
+
+def assign(config: Config, pairs: Iterable[tuple[str, str]]) -> Config:
+    """Return `config` with each (key, value) set after validation; '' unsets."""
+    changes: dict[str, object] = {}
+    defaults = Config()
+    for key, value in pairs:
+        attr = key.replace("-", "_")
+        changes[attr] = _validate(key, value) if value else getattr(defaults, attr)
+    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+def _validate(key: str, value: str) -> object:
+    if key == "check-interval":
+        try:
+            minutes = int(value)
+        except ValueError:
+            minutes = 0
+        if minutes < 1:
+            raise InvalidConfig(f"check-interval must be a whole number of minutes, got {value!r}.")
+        return minutes
+    if key == "remote-server":
+        return _url(key, value, ("https",)).rstrip("/")
+    if key in ("http-proxy", "https-proxy"):
+        return _url(key, value, ("http", "https", "socks5", "socks5h"))
+    if key == "tier":
+        if value not in {tier.value for tier in Tier}:
+            choices = ", ".join(tier.value for tier in Tier)
+            raise InvalidConfig(f"tier must be one of {choices}, got {value!r}.")
+        return value
+    if key == "ca-certs":
+        if PEM_MARKER not in value and not Path(value).is_file():
+            raise InvalidConfig("ca-certs must be a PEM certificate bundle or the path of one.")
+        return value
+    return value
+
+
+def _url(key: str, value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise InvalidConfig(f"{key} must be a {'/'.join(schemes)} URL, got {value!r}.")
+    return value
+
+
+def render(config: Config) -> str:
+    """``KEY: value`` lines in KEYS order, each value on one line."""
+    lines = []
+    for key in KEYS:
+        value = getattr(config, key.replace("-", "_"))
+        text = str(value)
+        if "\n" in text or text != text.strip():
+            text = json.dumps(text)
+        lines.append(f"{key}: {text}")
+    return "\n".join(lines) + "\n"
+
+
+def from_mapping(data: Mapping[str, object]) -> Config:
+    """Settings saved earlier (validated when they were assigned)."""
+    values: dict[str, object] = {}
+    try:
+        for key in KEYS:
+            if key in data:
+                value = data[key]
+                values[key.replace("-", "_")] = (
+                    int(str(value)) if key == "check-interval" else str(value)
+                )
+        return Config(**values)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise InvalidConfig(f"The saved config holds a bad value ({error}).") from error
+
+
+def to_mapping(config: Config) -> dict[str, object]:
+    defaults = Config()
+    return {
+        key: getattr(config, key.replace("-", "_"))
+        for key in KEYS
+        if getattr(config, key.replace("-", "_")) != getattr(defaults, key.replace("-", "_"))
+    }
+
+
+def load(path: Path) -> Config:
+    """The saved settings; defaults when there is no file yet."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return Config()
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise InvalidConfig(f"The config file {path} is not valid JSON ({error}).") from error
+    if not isinstance(data, dict):
+        raise InvalidConfig(f"The config file {path} must hold a JSON object.")
+    return from_mapping(data)
+
+
+def save(path: Path, config: Config) -> None:
+    write_atomic(path, json.dumps(to_mapping(config), indent=2).encode() + b"\n", mode=0o600)

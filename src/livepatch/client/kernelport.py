@@ -1,0 +1,91 @@
+"""The KernelPort backed by ``livepatch.kernel`` (the only code touching the kernel).
+
+``livepatch.kernel`` is imported on first use, so building the port costs
+nothing on paths that never reach the kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from livepatch.client.status import KernelFacts
+from livepatch.client.transitions import ModuleStatus
+
+if TYPE_CHECKING:
+    from livepatch.kernel import LivepatchDriver, ModuleSyscalls
+
+
+@dataclass(frozen=True)
+class LoadTimings:
+    timeout: float = 60.0
+    """How long a transition may take before it counts as stalled."""
+    signal_interval: float = 5.0
+    """How often stalled tasks are signalled to move them along."""
+
+
+class KernelAdapter:
+    def __init__(
+        self,
+        root: Path = Path("/"),
+        *,
+        syscalls: ModuleSyscalls | None = None,
+        timings: LoadTimings = LoadTimings(),
+        driver: LivepatchDriver | None = None,
+    ) -> None:
+        self.root = root
+        self.timings = timings
+        self._syscalls = syscalls
+        self._driver = driver
+
+    @property
+    def driver(self) -> LivepatchDriver:
+        if self._driver is None:
+            from livepatch.kernel import LivepatchDriver
+
+            self._driver = LivepatchDriver(self.root, syscalls=self._syscalls)
+        return self._driver
+
+    def identity(self) -> KernelFacts:
+        from livepatch.kernel import read_identity
+
+        identity = read_identity(self.root)
+        return KernelFacts(identity.release, identity.key, identity.architecture)
+
+    def unsupported_reason(self) -> str | None:
+        from livepatch.kernel import read_capabilities
+
+        check = read_capabilities(self.root).livepatch
+        return check.reason if check.ok is False else None
+
+    def check_loadable(self) -> None:
+        from livepatch.kernel import ModulesDisabled, read_capabilities
+
+        if read_capabilities(self.root).modules_disabled.ok is False:
+            raise ModulesDisabled()
+
+    def loaded(self) -> Mapping[str, ModuleStatus]:
+        return {
+            patch.name: ModuleStatus(patch.enabled, patch.transition)
+            for patch in self.driver.list_patches()
+        }
+
+    def load(self, module: Path) -> None:
+        self.driver.load(
+            module, timeout=self.timings.timeout, signal_interval=self.timings.signal_interval
+        )
+
+    def disable(self, name: str) -> None:
+        self.driver.disable(
+            name, timeout=self.timings.timeout, signal_interval=self.timings.signal_interval
+        )
+
+    def unload(self, name: str) -> None:
+        self.driver.unload(name)
+
+    def taint(self) -> int:
+        from livepatch.kernel import read_capabilities
+
+        return read_capabilities(self.root).taint_value or 0

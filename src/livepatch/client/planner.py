@@ -1,0 +1,68 @@
+"""Which patch to apply: a pure function of metadata, kernel, machine and what is loaded.
+
+Rules, in order:
+- only cumulative patches published for this exact kernel key count; a
+  patch for another kernel is never a candidate;
+- none at all means the kernel needs an upgrade to receive fixes;
+- among those whose rollout admits this machine (halted ones admit nobody),
+  the newest version is the candidate;
+- a loaded patch at least as new as the candidate stays: never downgrade,
+  never reload what is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from livepatch.client.patches import PatchInfo, version_key
+from livepatch.rollout import Tier, admits
+
+
+@dataclass(frozen=True)
+class Apply:
+    patch: PatchInfo
+    replaces: PatchInfo | None = None
+
+
+@dataclass(frozen=True)
+class UpToDate:
+    patch: PatchInfo
+
+
+@dataclass(frozen=True)
+class NothingToApply:
+    """Patches exist for this kernel but none admits this machine yet."""
+
+
+@dataclass(frozen=True)
+class KernelUpgradeRequired:
+    """No patch is published for this kernel."""
+
+
+Plan = Apply | UpToDate | NothingToApply | KernelUpgradeRequired
+
+
+def newest(patches: Sequence[PatchInfo]) -> PatchInfo | None:
+    return max(patches, key=lambda p: (version_key(p.version), p.patch_id), default=None)
+
+
+def plan(
+    patches: Sequence[PatchInfo],
+    *,
+    kernel_key: str,
+    machine_id: str,
+    tier: Tier,
+    loaded_modules: Collection[str],
+) -> Plan:
+    """Decide what to do; `loaded_modules` are the enabled livepatch modules in the kernel."""
+    mine = [p for p in patches if p.cumulative and kernel_key in p.kernels]
+    if not mine:
+        return KernelUpgradeRequired()
+    current = newest([p for p in mine if p.module_name in loaded_modules])
+    candidate = newest([p for p in mine if admits(p.rollout, machine_id, p.patch_id, tier)])
+    if candidate is None:
+        return UpToDate(current) if current else NothingToApply()
+    if current is not None and version_key(current.version) >= version_key(candidate.version):
+        return UpToDate(current)
+    return Apply(candidate, replaces=current)

@@ -1,0 +1,131 @@
+"""The status document as JSON, YAML or ``key: value`` lines for people.
+
+Human formats keep one rule that Landscape relies on: every non-empty line is
+``key: value`` (keys are lower-case words; values never contain a newline).
+Colour is the caller's decision (a TTY without NO_COLOR) and only ever wraps
+the value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+GREEN, RED, YELLOW, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[0m"
+
+PATCH_STATE_TEXT = {
+    "applied": ("ok", "all applicable livepatch modules applied"),
+    "applying": ("wait", "applying livepatch modules"),
+    "nothing-to-apply": ("ok", "no livepatches needed for this kernel yet"),
+    "unapplied": ("wait", "livepatch modules not applied yet"),
+    "kernel-upgrade-required": ("bad", "no livepatches for this kernel; upgrade it and reboot"),
+    "apply-failed": ("bad", "applying the livepatch module failed"),
+}
+SUPPORT_TEXT = {
+    "supported": ("ok", "kernel {kernel} is supported by livepatch"),
+    "kernel-upgrade-required": ("bad", "kernel {kernel} gets no livepatches; upgrade it"),
+    "kernel-end-of-life": ("bad", "kernel {kernel} is no longer supported; upgrade it"),
+    "unsupported": ("bad", "kernel {kernel} is not supported by livepatch"),
+    "unknown": ("wait", "kernel {kernel} not checked yet"),
+}
+SYMBOLS = {"ok": "✓", "bad": "✗", "wait": "…"}
+ASCII_SYMBOLS = {"ok": "+", "bad": "x", "wait": "~"}
+COLOURS = {"ok": GREEN, "bad": RED, "wait": YELLOW}
+
+
+def render_json(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def render_yaml(doc: Mapping[str, Any]) -> str:
+    import yaml  # only this format pays for the import
+
+    text: str = yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True)
+    return text
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def _ago(stamp: str | None, now: datetime) -> str:
+    if not stamp:
+        return "never"
+    when = datetime.fromisoformat(stamp)
+    seconds = int((now - when).total_seconds())
+    if seconds < 0:
+        return f"{stamp} (in {_span(-seconds)})"
+    return f"{stamp} ({_span(seconds)} ago)"
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+class _Lines:
+    def __init__(self, colour: bool, unicode: bool) -> None:
+        self.colour, self.unicode = colour, unicode
+        self.lines: list[str] = []
+
+    def add(self, key: str, value: object) -> None:
+        self.lines.append(f"{key}: {_one_line(value)}")
+
+    def mark(self, key: str, kind: str, text: str) -> None:
+        symbol = (SYMBOLS if self.unicode else ASCII_SYMBOLS)[kind]
+        value = f"{symbol} {_one_line(text)}"
+        if self.colour:
+            value = f"{COLOURS[kind]}{value}{RESET}"
+        self.lines.append(f"{key}: {value}")
+
+
+def render_human(
+    doc: Mapping[str, Any],
+    *,
+    verbose: bool = False,
+    colour: bool = False,
+    unicode: bool = True,
+    now: datetime | None = None,
+) -> str:
+    """``key: value`` lines; `verbose` adds host facts and fix descriptions."""
+    now = now or datetime.now(UTC)
+    out = _Lines(colour, unicode)
+    out.add("machine id", doc["Machine-Id"] or "none")
+    if verbose:
+        out.add("client version", doc["Client-Version"])
+        out.add("architecture", doc["Architecture"])
+        out.add("cpu model", doc["CPU-Model"] or "unknown")
+        out.add("boot time", doc["Boot-Time"] or "unknown")
+    out.add("daemon", "running" if doc["Daemon-Running"] else "not running")
+    out.add("tier", doc["tier"] or "none")
+    out.add("last check", _ago(doc["Last-Check"], now))
+    out.add("next check", _ago(doc["Next-Check"], now))
+    for entry in doc["Status"]:
+        livepatch = entry["Livepatch"]
+        out.add("kernel", entry["Kernel"])
+        check = livepatch["CheckState"]
+        out.mark(
+            "server check-in",
+            {"checked": "ok", "check-failed": "bad"}.get(check, "wait"),
+            {"checked": "succeeded", "check-failed": "failed"}.get(check, "not checked yet"),
+        )
+        kind, text = SUPPORT_TEXT.get(entry["Supported"], SUPPORT_TEXT["unknown"])
+        out.mark("kernel state", kind, text.format(kernel=entry["Kernel"]))
+        kind, text = PATCH_STATE_TEXT.get(livepatch["State"], ("wait", livepatch["State"]))
+        out.mark("patch state", kind, text)
+        out.add("patch version", livepatch["Version"] or "none")
+        for fix in livepatch["Fixes"]:
+            text = "patched" if fix["Patched"] else "not patched"
+            if fix.get("Severity"):
+                text += f", severity {fix['Severity']}"
+            if verbose and fix.get("Description"):
+                text += f", {fix['Description']}"
+            out.mark(f"fix {fix['Name']}", "ok" if fix["Patched"] else "bad", text)
+    for error in doc["Errors"]:
+        out.add(f"error {error['code']}", error["message"])
+    return "\n".join(out.lines) + "\n"

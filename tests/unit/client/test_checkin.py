@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from livepatch.client import commands
+from livepatch.client.checkin import CheckIn
+from livepatch.client.errors import (
+    AlreadyEnabled,
+    NotConfigured,
+    NotEnabled,
+    ServiceUnreachable,
+    UnknownToken,
+    UnsupportedKernel,
+)
+from livepatch.client.state import CheckState, CredentialFile, PatchState, StateFile, Support
+from livepatch.client.transitions import ModuleStatus
+from livepatch.kernel import LockdownRefused, ModulesDisabled, TransitionStalled
+from tests.unit.client.fakes import KERNEL, World, patch
+
+
+def enrol(world: World) -> None:
+    commands.enable(world.runtime(), "good-token")
+
+
+def state(world: World):
+    return StateFile(world.paths.state).load()
+
+
+def test_enable_pins_root_saves_private_credential_and_checks_inline(world):
+    world.metadata.patches_list = [patch("3")]
+    result = commands.enable(world.runtime(), "good-token")
+    assert result.outcome is not None and result.outcome.error is None
+    assert (world.paths.metadata / "root.json").read_bytes() == b'{"signed": {}}'
+    credential = CredentialFile(world.paths.credential).load()
+    assert credential is not None and credential.token == "secret-credential"
+    assert world.kernel.loads == [patch("3").module_name]
+    saved = state(world)
+    assert saved.patch_state is PatchState.APPLIED and saved.enrolment is not None
+    assert [r.result for r in world.service.reports] == ["applied"]
+    assert saved.pending_reports == ()
+    assert "secret-credential" not in world.paths.state.read_text()
+
+
+def test_enable_twice_is_refused(world):
+    enrol(world)
+    with pytest.raises(AlreadyEnabled):
+        enrol(world)
+
+
+def test_bad_token_leaves_the_machine_not_enabled(world):
+    with pytest.raises(UnknownToken) as caught:
+        commands.enable(world.runtime(), "bad-token")
+    assert "Unknown Auth-Token" in str(caught.value)
+    assert "bad-token" not in str(caught.value)
+    assert state(world).enrolment is None
+    assert CredentialFile(world.paths.credential).load() is None
+
+
+def test_unsupported_kernel_is_refused_before_enrolling(world):
+    world.kernel.unsupported = "The kernel has no livepatch support."
+    with pytest.raises(UnsupportedKernel) as caught:
+        enrol(world)
+    assert "unsupported kernel" in str(caught.value)
+    assert world.service.calls == []
+
+
+def test_enable_needs_a_remote_server(world):
+    world.paths.config.unlink()
+    with pytest.raises(NotConfigured):
+        enrol(world)
+
+
+def test_check_without_enrolment(world):
+    with pytest.raises(NotEnabled):
+        CheckIn(world.runtime()).run()
+
+
+def test_kernel_upgrade_required_when_nothing_is_published_for_this_kernel(world):
+    world.metadata.patches_list = [patch("3", kernel="6.1.0-57-amd64")]
+    enrol(world)
+    saved = state(world)
+    assert saved.patch_state is PatchState.KERNEL_UPGRADE_REQUIRED
+    assert saved.supported is Support.KERNEL_UPGRADE_REQUIRED
+    assert world.kernel.loads == []
+
+
+def test_reboot_into_new_kernel_applies_that_kernels_patch_only(world):
+    old, new = patch("3"), patch("1", kernel="6.1.0-57-amd64", module="lp_new")
+    world.metadata.patches_list = [old, new]
+    enrol(world)
+    assert world.kernel.loads == [old.module_name]
+    world.kernel.key = world.kernel.release = "6.1.0-57-amd64"
+    world.kernel.modules = {}
+    outcome = CheckIn(world.runtime()).run()
+    assert outcome.error is None
+    assert world.kernel.loads == [old.module_name, "lp_new"]
+    assert state(world).applied.kernel == "6.1.0-57-amd64"
+
+
+def test_halted_patch_is_never_loaded(world):
+    world.metadata.patches_list = [patch("3", halted=True)]
+    enrol(world)
+    assert world.kernel.loads == []
+    assert state(world).patch_state is PatchState.NOTHING_TO_APPLY
+
+
+def test_signature_failure_loads_nothing_and_reports(world):
+    p = patch("3")
+    world.metadata.patches_list = [p]
+    world.metadata.tampered.add(p.patch_id)
+    result = commands.enable(world.runtime(), "good-token")
+    assert result.outcome.error.code == "signature-failure"
+    assert world.kernel.loads == []
+    saved = state(world)
+    assert saved.patch_state is PatchState.APPLY_FAILED
+    assert world.service.reports[0].result == "failed"
+    assert world.service.reports[0].reason.startswith("signature-failure")
+    assert list(world.paths.modules.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (LockdownRefused("lp", "integrity", errno=1), "lockdown-refused"),
+        (
+            TransitionStalled(
+                "lp", target="patched", timeout=60.0, tasks=[], tasks_known=True, state=None
+            ),
+            "transition-stalled",
+        ),
+    ],
+)
+def test_kernel_refusals_are_recorded_with_their_code(world, error, code):
+    world.metadata.patches_list = [patch("3")]
+    world.kernel.load_error = error
+    result = commands.enable(world.runtime(), "good-token")
+    assert result.outcome.error is error
+    saved = state(world)
+    assert saved.patch_state is PatchState.APPLY_FAILED
+    assert saved.errors[0].code == code and saved.applying is None
+    assert world.service.reports[-1].result == "failed"
+
+
+def test_modules_disabled_stops_before_download(world):
+    world.metadata.patches_list = [patch("3")]
+    world.kernel.loadable_error = ModulesDisabled()
+    result = commands.enable(world.runtime(), "good-token")
+    assert result.outcome.error.code == "modules-disabled"
+    assert world.kernel.loads == []
+
+
+def test_service_down_records_check_failure_and_counts(world):
+    enrol(world)
+    world.metadata.down = 2
+    first = CheckIn(world.runtime()).run()
+    second = CheckIn(world.runtime()).run()
+    assert first.error.code == second.error.code == "service-unreachable"
+    assert state(world).failures == 2
+    assert state(world).check_state is CheckState.CHECK_FAILED
+    assert CheckIn(world.runtime()).run().error is None
+    assert state(world).failures == 0
+
+
+def test_reports_queue_while_the_service_is_down_and_flush_later(world):
+    world.metadata.patches_list = [patch("3")]
+    world.service.down = 0
+    enrol(world)
+    world.service.reports.clear()
+    world.metadata.patches_list.append(patch("4"))
+    original = world.service.report
+
+    def failing(*args):
+        raise ServiceUnreachable("u", "r")
+
+    world.service.report = failing
+    CheckIn(world.runtime()).run()
+    assert [r.patch_id for r in state(world).pending_reports] == [patch("4").patch_id]
+    world.service.report = original
+    CheckIn(world.runtime()).run()
+    assert [r.patch_id for r in world.service.reports] == [patch("4").patch_id]
+    assert state(world).pending_reports == ()
+
+
+def test_credential_is_renewed_before_expiry(world):
+    enrol(world)
+    assert world.service.renewals == 0
+    world.clock.advance(timedelta(days=20).total_seconds())
+    CheckIn(world.runtime()).run()
+    assert world.service.renewals == 0
+    world.clock.advance(timedelta(days=3).total_seconds())
+    CheckIn(world.runtime()).run()
+    assert world.service.renewals == 1
+    assert CredentialFile(world.paths.credential).load().token == "renewed-1"
+    assert world.metadata.credentials[-1] == "renewed-1"
+
+
+def test_unsupported_kernel_during_check(world):
+    enrol(world)
+    world.kernel.unsupported = "no livepatch"
+    outcome = CheckIn(world.runtime()).run()
+    assert outcome.error.code == "unsupported-kernel"
+    assert state(world).supported is Support.UNSUPPORTED
+
+
+def test_newer_patch_replaces_older(world):
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    world.metadata.patches_list.append(patch("4"))
+    outcome = CheckIn(world.runtime()).run()
+    assert outcome.applied == patch("4")
+    assert state(world).applied.version == "4"
+    assert list(world.kernel.modules) == [patch("4").module_name]
+    assert [p.name for p in world.paths.modules.iterdir()] == [f"{patch('4').module_name}.ko"]
+
+
+def test_disable_keeps_patches_loaded_unless_unload(world):
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    result = commands.disable(world.runtime(), unload=False)
+    assert result.kept == (patch("3").module_name,) and result.unloaded == ()
+    assert world.kernel.modules
+    assert CredentialFile(world.paths.credential).load() is None
+    assert "deregister" in world.service.calls
+    with pytest.raises(NotEnabled):
+        commands.disable(world.runtime(), unload=False)
+
+
+def test_disable_unload(world):
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    result = commands.disable(world.runtime(), unload=True)
+    assert result.unloaded == (patch("3").module_name,)
+    assert world.kernel.modules == {}
+    assert state(world).applied is None
+
+
+def test_disable_while_service_down_still_disables_locally(world):
+    enrol(world)
+    world.service.down = 1
+    result = commands.disable(world.runtime(), unload=False)
+    assert result.service_error.code == "service-unreachable"
+    assert state(world).enrolment is None
+
+
+def test_status_reconciles_with_the_live_kernel_without_writing(world):
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    before = world.paths.state.read_bytes()
+    world.kernel.modules = {patch("3").module_name: ModuleStatus(False, False)}
+    doc = commands.status(world.runtime())
+    assert doc["Status"][0]["Livepatch"]["State"] == "unapplied"
+    assert doc["Status"][0]["Kernel"] == KERNEL
+    assert world.paths.state.read_bytes() == before

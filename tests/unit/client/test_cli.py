@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from livepatch import cli
+from livepatch.client import commands
+from tests.unit.client.fakes import World, patch
+
+
+@pytest.fixture
+def wired(world: World, monkeypatch):
+    """The CLI with the fake world as its runtime, as root."""
+    monkeypatch.setattr(cli, "_runtime", world.runtime)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setenv("LIVEPATCH_STATE_DIR", str(world.paths.root))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return world
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--version"])
+    assert caught.value.code == 0
+    assert "livepatch 0.1.0" in capsys.readouterr().out
+
+
+def test_unknown_command_and_missing_token_are_usage_errors(capsys):
+    for argv in (["frobnicate"], ["enable"], ["status", "--format", "xml"]):
+        with pytest.raises(SystemExit) as caught:
+            cli.main(argv)
+        assert caught.value.code == 2
+    capsys.readouterr()
+
+
+def test_status_when_not_enabled(wired, capsys):
+    code, out, err = run(capsys, "status")
+    assert code == 1 and out == ""
+    assert "Machine is not enabled" in err
+
+
+def test_status_json_when_not_enabled_still_prints_the_document(wired, capsys):
+    code, out, err = run(capsys, "status", "--format", "json")
+    assert code == 1 and "Machine is not enabled" in err
+    assert json.loads(out)["Enrolled"] is False
+
+
+def test_enable_status_refresh_disable(wired, capsys):
+    wired.metadata.patches_list = [patch("3")]
+    code, out, err = run(capsys, "enable", "good-token")
+    assert code == 0, err
+    assert "Machine enabled" in out
+    assert "patch state: ✓ all applicable livepatch modules applied" in out
+    assert "good-token" not in out + err
+
+    code, out, err = run(capsys, "status", "--format", "humane")
+    assert code == 0
+    assert "kernel: 6.1.0-56-amd64" in out.splitlines()
+    assert "daemon is not running" in err
+    for line in out.splitlines():
+        assert ": " in line
+
+    code, out, _ = run(capsys, "status", "--verbose", "--format", "json")
+    assert json.loads(out)["Status"][0]["Livepatch"]["Fixes"][0]["Patched"] is True
+
+    code, out, _ = run(capsys, "status", "--format", "yaml")
+    assert "Kernel: 6.1.0-56-amd64" in out
+
+    wired.metadata.down = 1
+    code, out, err = run(capsys, "refresh")
+    assert code == 1 and "Cannot reach the patch service" in err
+    code, out, err = run(capsys, "refresh")
+    assert code == 0 and "patch state:" in out
+
+    code, out, err = run(capsys, "disable")
+    assert code == 0
+    assert "Loaded patches stay in the kernel" in out
+    assert "--unload" in out
+
+
+def test_bad_token_message(wired, capsys):
+    code, _, err = run(capsys, "enable", "wrong")
+    assert code == 1
+    assert "Unknown Auth-Token" in err
+    assert "wrong" not in err
+    assert "Traceback" not in err
+
+
+def test_unsupported_kernel_message(wired, capsys):
+    wired.kernel.unsupported = "no livepatch support."
+    code, _, err = run(capsys, "enable", "good-token")
+    assert code == 1 and "unsupported kernel" in err
+
+
+def test_commands_that_need_root_say_so(wired, monkeypatch, capsys):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    for argv in (["enable", "t"], ["disable"], ["refresh"], ["config"], ["daemon"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 4
+        expected = f"livepatch: `livepatch {argv[0]}` needs root; run it again with sudo."
+        assert err.strip() == expected
+
+
+def test_config_set_and_show(wired, capsys):
+    code, _, err = run(capsys, "config", "check-interval=15", "http-proxy=http://p.test:3128")
+    assert code == 0, err
+    code, out, _ = run(capsys, "config")
+    assert "check-interval: 15" in out.splitlines()
+    assert "http-proxy: http://p.test:3128" in out.splitlines()
+    code, _, _ = run(capsys, "config", "http-proxy=")
+    code, out, _ = run(capsys, "config")
+    assert "http-proxy: " in out.splitlines()
+
+
+def test_config_errors_are_one_sentence(wired, capsys):
+    code, _, err = run(capsys, "config", "check-interval=-3")
+    assert code == 2
+    assert err.count("\n") == 1 and "whole number of minutes" in err
+
+
+def test_unexpected_errors_hide_the_traceback_unless_debug(wired, monkeypatch, capsys):
+    def boom(rt):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(commands, "status", boom)
+    code, _, err = run(capsys, "status")
+    assert code == 70 and "Traceback" not in err and "--debug" in err
+    code, _, err = run(capsys, "--debug", "status")
+    assert code == 70 and "Traceback" in err
+
+
+def test_status_path_imports_no_heavy_modules(tmp_path):
+    probe = (
+        "import sys\n"
+        "from livepatch import cli\n"
+        "try:\n    cli.main(['status', '--format', 'json'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('requests', 'cryptography', 'tuf', 'dbus_fast', 'asyncio', 'yaml')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"LIVEPATCH_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "HEAVY []" in result.stderr, result.stderr

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from livepatch.client import commands, control
+from livepatch.client.daemon import Daemon
+from livepatch.client.schedule import Timing
+from livepatch.client.sdnotify import notify
+from livepatch.client.state import CheckState, StateFile
+from tests.unit.client.fakes import World, patch
+
+FAST = Timing(jitter=0.0, backoff_base=0.05, backoff_cap=0.4, startup_jitter=0.0)
+
+
+def real_time(world: World):
+    return replace(world.runtime(), clock=lambda: datetime.now(UTC), timing=FAST)
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+class RecordingBus:
+    def __init__(self, status, refresh) -> None:
+        self.status, self.refresh = status, refresh
+        self.changes: list[dict] = []
+        self.applied: list[tuple[str, list[str]]] = []
+        self.failed: list[tuple[str, str]] = []
+        self.started = self.stopped = False
+
+    async def start(self, bus_address=None) -> None:
+        self.started = True
+
+    def status_changed(self, doc) -> None:
+        self.changes.append(doc)
+
+    def patch_applied(self, patch_id, cves) -> None:
+        self.applied.append((patch_id, cves))
+
+    def patch_failed(self, patch_id, reason) -> None:
+        self.failed.append((patch_id, reason))
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class BrokenBus(RecordingBus):
+    async def start(self, bus_address=None) -> None:
+        raise OSError("no system bus")
+
+
+def enrolled(world: World) -> None:
+    world.clock.now = datetime.now(UTC)
+    commands.enable(world.runtime(), "good-token")
+
+
+def test_service_down_backs_off_then_recovers_without_operator(world):
+    enrolled(world)
+    world.metadata.patches_list = [patch("3")]
+    world.metadata.down = 4
+    rt = real_time(world)
+    states = StateFile(rt.paths.state)
+
+    async def scenario() -> Daemon:
+        daemon = Daemon(rt)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: daemon.checks >= 5 and states.load().applied is not None)
+        daemon.stop()
+        await task
+        return daemon
+
+    started = asyncio.get_event_loop_policy().new_event_loop()
+    try:
+        daemon = started.run_until_complete(scenario())
+    finally:
+        started.close()
+    assert world.metadata.refreshes == 1 + 5  # enable's inline check, then the daemon's
+    assert world.service.renewals == 0
+    state = states.load()
+    assert state.failures == 0 and state.check_state is CheckState.CHECKED
+    assert world.kernel.loads == [patch("3").module_name]
+    # healthy again: the next check is a whole interval (60 min) away, not a retry
+    assert (state.next_check - datetime.now(UTC)).total_seconds() > 3000
+    assert daemon.checks == 5
+
+
+def test_refresh_over_the_control_socket_and_bus_signals(world):
+    enrolled(world)
+    rt = real_time(world)
+    buses: list[RecordingBus] = []
+
+    def bus_factory(status, refresh):
+        bus = RecordingBus(status, refresh)
+        buses.append(bus)
+        return bus
+
+    async def scenario() -> dict:
+        daemon = Daemon(rt, bus=bus_factory)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: rt.paths.control.exists() and daemon.checks >= 1)
+        mode = stat.S_IMODE(os.stat(rt.paths.control).st_mode)
+        assert mode == 0o600
+        assert commands.daemon_running(rt.paths)
+        world.metadata.patches_list = [patch("3")]
+        answer = await asyncio.to_thread(control.request, rt.paths.control, "refresh")
+        daemon.stop()
+        await task
+        return answer
+
+    answer = asyncio.run(scenario())
+    assert answer["ok"] is True
+    assert answer["status"]["Status"][0]["Livepatch"]["State"] == "applied"
+    bus = buses[0]
+    assert bus.started and bus.stopped
+    assert bus.applied == [(patch("3").patch_id, ["CVE-2024-1086"])]
+    assert bus.changes[-1]["Applied-Patches"] == [patch("3").patch_id]
+    assert not rt.paths.control.exists()
+    assert not commands.daemon_running(rt.paths)
+
+
+def test_daemon_runs_on_without_a_bus(world):
+    enrolled(world)
+    rt = real_time(world)
+
+    async def scenario() -> int:
+        daemon = Daemon(rt, bus=BrokenBus)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: daemon.checks >= 1)
+        daemon.stop()
+        await task
+        return daemon.checks
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_not_enrolled_daemon_sleeps_until_reload(world):
+    rt = real_time(world)
+
+    async def scenario() -> tuple[int, int]:
+        daemon = Daemon(rt)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: rt.paths.control.exists())
+        await asyncio.sleep(0.3)
+        idle_checks = daemon.checks
+        await asyncio.to_thread(commands.enable, rt, "good-token")
+        await until(lambda: daemon.checks >= 1)
+        daemon.stop()
+        await task
+        return idle_checks, daemon.checks
+
+    idle, after = asyncio.run(scenario())
+    assert idle == 0 and after >= 1
+
+
+def test_refresh_when_no_daemon_runs_falls_back(world):
+    with pytest.raises(control.DaemonNotRunning):
+        control.request(world.paths.control, "refresh")
+
+
+def test_a_second_daemon_refuses_to_start(world):
+    rt = real_time(world)
+
+    async def scenario() -> None:
+        first = Daemon(rt)
+        task = asyncio.create_task(first.run())
+        await until(lambda: rt.paths.control.exists())
+        with pytest.raises(Exception, match="Another livepatch command"):
+            await Daemon(rt).run()
+        first.stop()
+        await task
+
+    asyncio.run(scenario())
+
+
+def test_sd_notify_sends_a_datagram(tmp_path):
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        assert notify("READY=1", {"NOTIFY_SOCKET": str(path)})
+        assert server.recv(100) == b"READY=1"
+    assert not notify("READY=1", {})
+    assert not notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "missing")})

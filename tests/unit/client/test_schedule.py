@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from livepatch.client.schedule import Timing, next_delay
+
+HOUR = 3600.0
+
+
+@pytest.mark.parametrize("draw", [0.0, 0.25, 0.5, 0.999])
+def test_healthy_checks_are_the_interval_with_bounded_jitter(draw):
+    delay = next_delay(HOUR, 0, draw)
+    assert 0.9 * HOUR <= delay <= 1.1 * HOUR
+
+
+def test_jitter_spreads_a_fleet():
+    rng = random.Random(7)
+    delays = [next_delay(HOUR, 0, rng.random()) for _ in range(1000)]
+    assert max(delays) - min(delays) > 0.15 * HOUR
+
+
+def test_backoff_doubles_then_caps_at_the_interval():
+    ceilings = [next_delay(HOUR, n, 0.999999) for n in range(1, 12)]
+    assert ceilings[0] == pytest.approx(30, rel=1e-3)
+    assert ceilings[1] == pytest.approx(60, rel=1e-3)
+    assert ceilings[2] == pytest.approx(120, rel=1e-3)
+    assert all(b >= a for a, b in itertools.pairwise(ceilings))
+    assert max(ceilings) == pytest.approx(HOUR, rel=1e-3)
+
+
+def test_backoff_never_goes_below_half_its_ceiling():
+    assert next_delay(HOUR, 3, 0.0) == pytest.approx(60.0)
+
+
+def test_custom_cap_below_interval():
+    timing = Timing(backoff_base=1.0, backoff_cap=10.0)
+    assert next_delay(HOUR, 50, 0.9999, timing) == pytest.approx(10.0, rel=1e-3)
+
+
+def test_huge_failure_counts_do_not_overflow():
+    assert next_delay(HOUR, 10_000, 0.5) <= HOUR
+
+
+def test_fake_clock_schedule_of_an_outage_and_recovery():
+    """Service down for 10 check-ins: retries get sparser, then normal cadence resumes."""
+    rng = random.Random(1)
+    clock, failures, times = 0.0, 0, []
+    outcomes = [False] * 10 + [True] * 3
+    for ok in outcomes:
+        failures = 0 if ok else failures + 1
+        clock += next_delay(HOUR, failures, rng.random())
+        times.append(clock)
+    gaps = [b - a for a, b in zip([0.0, *times], times, strict=False)]
+    assert gaps[0] < 60 and gaps[9] <= HOUR
+    assert sum(gaps[:10]) < 5 * HOUR
+    assert all(0.9 * HOUR <= gap <= 1.1 * HOUR for gap in gaps[10:])
