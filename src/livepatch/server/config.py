@@ -93,8 +93,8 @@ class ServerConfig:
     data_dir: Path
     database_url: str
     policy: RolloutPolicy = field(default_factory=RolloutPolicy)
-    timestamp_refresh: timedelta = timedelta(hours=6)
-    """How often the periodic task re-signs the TUF timestamp."""
+    timestamp_refresh: timedelta = timedelta(hours=1)
+    """How often to ask for a timestamp re-sign (done once half its lifetime is gone)."""
     engine_interval: timedelta = timedelta(minutes=5)
     """How often the periodic task applies the rollout engine's decisions."""
     credential_lifetime: timedelta = timedelta(days=30)

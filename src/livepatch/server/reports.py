@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from livepatch.server.engine import Outcomes
 from livepatch.server.errors import NotFound
-from livepatch.server.storage.models import Machine, Patch, Report
+from livepatch.server.storage.models import Patch, Report
 
 
 class Result(StrEnum):
@@ -42,7 +42,7 @@ class Aggregate:
     failed: int
 
 
-def record(session: Session, machine: Machine, outcome: Outcome, *, now: datetime) -> str:
+def record(session: Session, machine_id: str, outcome: Outcome, *, now: datetime) -> str:
     """Store the machine's latest outcome for the patch in its current stage.
 
     Returns the stage the report was counted in.
@@ -51,7 +51,7 @@ def record(session: Session, machine: Machine, outcome: Outcome, *, now: datetim
     if stage is None:
         raise NotFound(f"No patch {outcome.patch_id!r}: report only patches the service published.")
     values: dict[str, Any] = {
-        "machine_id": machine.machine_id,
+        "machine_id": machine_id,
         "patch_id": outcome.patch_id,
         "stage": stage,
         "kernel": outcome.kernel,

@@ -170,7 +170,9 @@ def test_reports_keep_one_outcome_per_machine_and_stage(service: Service) -> Non
     ):
         with service.transaction() as session:
             machine = machines.authenticate(session, credential.credential, now=service.clock())
-            assert reports.record(session, machine, result, now=service.clock()) == "canary"
+            assert (
+                reports.record(session, machine.machine_id, result, now=service.clock()) == "canary"
+            )
     with service.transaction() as session:
         counted = reports.stage_outcomes(session, "lp-k-1", "canary", since=service.clock())
         assert (counted.applied, counted.failed) == (1, 0)
@@ -187,7 +189,7 @@ def test_reports_for_unknown_patches_are_refused(service: Service) -> None:
     outcome = reports.Outcome("lp-nope", "k", reports.Result.APPLIED, None, None, 1, 0)
     with pytest.raises(ServerError, match="No patch"), service.transaction() as session:
         machine = machines.authenticate(session, credential.credential, now=service.clock())
-        reports.record(session, machine, outcome, now=service.clock())
+        reports.record(session, machine.machine_id, outcome, now=service.clock())
 
 
 def _patch(service: Service) -> Patch:

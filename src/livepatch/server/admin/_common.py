@@ -1,0 +1,58 @@
+"""What the token and patch commands share: locating the service and printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from livepatch.server.cli import add_location_options, config_from
+from livepatch.server.service import Service
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, formats: bool = False) -> None:
+    add_location_options(parser)
+    if formats:
+        parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def open_service(args: argparse.Namespace) -> Service:
+    """The service over the same data directory and database as `livepatch-server`."""
+    service = Service(config_from(args))
+    service.database.migrate()
+    return service
+
+
+def with_service(
+    run: Callable[[Service, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        service = open_service(args)
+        try:
+            return run(service, args)
+        finally:
+            service.close()
+
+    return handler
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers], *[[_cell(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+def dump_json(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, default=str)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat(timespec="seconds"))
+    return str(value)

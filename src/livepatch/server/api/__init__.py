@@ -1,0 +1,1 @@
+"""The HTTP API: an app factory, one router per area, JSON errors everywhere."""

@@ -1,0 +1,113 @@
+"""Enrolment, credential renewal, de-enrolment and apply reports."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from livepatch.server import machines, reports
+from livepatch.server.api.deps import CredentialDep, ServiceDep
+from livepatch.server.api.schemas import (
+    EnrolRequest,
+    EnrolResponse,
+    RenewResponse,
+    ReportRequest,
+    ReportResponse,
+    errors,
+)
+from livepatch.server.errors import ServerError
+
+router = APIRouter(prefix="/v1", tags=["machines"])
+MachinePath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description="The machine id.")
+]
+
+
+@router.post(
+    "/enrol",
+    status_code=201,
+    response_model=EnrolResponse,
+    responses=errors(401, 403, 409, 422, 503),
+    summary="Enrol a machine with a token",
+)
+def enrol(body: EnrolRequest, service: ServiceDep) -> EnrolResponse:
+    facts = machines.MachineFacts(body.machine_id, body.hostname, body.kernel, body.architecture)
+    try:
+        with service.transaction() as session:
+            credential = machines.enrol(
+                session,
+                body.token,
+                facts,
+                now=service.clock(),
+                lifetime=service.config.credential_lifetime,
+            )
+    except ServerError as error:
+        service.metrics.inc("livepatch_enrolment_refusals_total", code=error.code)
+        raise
+    service.metrics.inc("livepatch_enrolments_total")
+    return EnrolResponse(
+        machine_id=credential.machine_id,
+        credential=credential.credential,
+        expires=credential.expires,
+        tier=credential.tier.value,
+        root=service.root(),
+    )
+
+
+@router.post(
+    "/machines/{machine_id}/renew",
+    response_model=RenewResponse,
+    responses=errors(401, 403, 422, 503),
+    summary="Replace the machine's credential before it expires",
+)
+def renew(machine_id: MachinePath, credential: CredentialDep, service: ServiceDep) -> RenewResponse:
+    with service.transaction() as session:
+        renewed = machines.renew(
+            session,
+            machine_id,
+            credential,
+            now=service.clock(),
+            lifetime=service.config.credential_lifetime,
+        )
+    return RenewResponse(credential=renewed.credential, expires=renewed.expires)
+
+
+@router.delete(
+    "/machines/{machine_id}",
+    status_code=204,
+    response_class=Response,
+    responses=errors(401, 403, 422, 503),
+    summary="De-enrol the machine, freeing its token slot",
+)
+def deenrol(machine_id: MachinePath, credential: CredentialDep, service: ServiceDep) -> Response:
+    with service.transaction() as session:
+        machines.deenrol(session, machine_id, credential, now=service.clock())
+    return Response(status_code=204)
+
+
+@router.post(
+    "/machines/{machine_id}/reports",
+    status_code=202,
+    response_model=ReportResponse,
+    responses=errors(401, 403, 404, 422, 503),
+    summary="Report the outcome of applying a patch",
+)
+def report(
+    machine_id: MachinePath, body: ReportRequest, credential: CredentialDep, service: ServiceDep
+) -> ReportResponse:
+    outcome = reports.Outcome(
+        patch_id=body.patch_id,
+        kernel=body.kernel,
+        result=reports.Result(body.result),
+        errno=body.errno,
+        reason=body.reason,
+        duration_ms=body.duration_ms,
+        taint=body.taint,
+    )
+    now = service.clock()
+    with service.transaction() as session:
+        machine = machines.authenticate_as(session, machine_id, credential, now=now)
+        stage = reports.record(session, machine.machine_id, outcome, now=now)
+    service.metrics.inc("livepatch_reports_total", result=body.result)
+    return ReportResponse(stage=stage)

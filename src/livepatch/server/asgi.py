@@ -1,0 +1,25 @@
+"""An ASGI application factory configured from the environment.
+
+uvicorn needs an import string to run several worker processes; each worker
+calls `create()` and finds the same data directory and database through
+these variables (set by ``livepatch-server serve``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from livepatch.server.api.app import create_app
+from livepatch.server.api.fastpath import ASGIApp
+from livepatch.server.config import load_config
+from livepatch.server.service import Service
+
+DATA_DIR_VAR = "LIVEPATCH_SERVER_DATA"
+DATABASE_VAR = "LIVEPATCH_SERVER_DATABASE"
+
+
+def create() -> ASGIApp:
+    database = os.environ.get(DATABASE_VAR) or None
+    config = load_config(Path(os.environ[DATA_DIR_VAR]), database)
+    return create_app(Service(config), periodic=True)

@@ -1,0 +1,133 @@
+"""`livepatch-server`: run the patch service (`serve`) or migrate its database.
+
+Defaults: listen on 127.0.0.1, port 8443 with TLS or 8080 without; keep
+state in $LIVEPATCH_SERVER_DATA or /var/lib/livepatch-server with SQLite
+there. `serve` migrates the database and initialises the signed repository
+on start, so a fresh data directory just works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from livepatch import __version__
+from livepatch.cli_support import configure_logging, run
+from livepatch.server import asgi
+from livepatch.server.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT_PLAIN,
+    DEFAULT_PORT_TLS,
+    ServerConfig,
+    load_config,
+)
+from livepatch.server.errors import ConfigurationError
+from livepatch.server.service import Service
+
+PROGRAM = "livepatch-server"
+
+
+def add_location_options(parser: argparse.ArgumentParser) -> None:
+    """--data-dir and --database, shared with livepatch-admin."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="state directory (default: $LIVEPATCH_SERVER_DATA or /var/lib/livepatch-server)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="database URL (default: SQLite in the data directory; "
+        "or postgresql+psycopg://USER@HOST/DB)",
+    )
+
+
+def config_from(args: argparse.Namespace) -> ServerConfig:
+    return load_config(args.data_dir, args.database)
+
+
+def prepare(config: ServerConfig) -> None:
+    """Migrate the database and make sure the signed repository exists."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    service = Service(config)
+    try:
+        service.database.migrate()
+        service.publisher.refresh_timestamp()
+    finally:
+        service.close()
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigurationError("Give both --tls-cert and --tls-key, or neither.")
+    config = config_from(args)
+    prepare(config)
+    os.environ[asgi.DATA_DIR_VAR] = str(config.data_dir)
+    if args.database:
+        os.environ[asgi.DATABASE_VAR] = args.database
+    port = args.port or (DEFAULT_PORT_TLS if args.tls_cert else DEFAULT_PORT_PLAIN)
+    uvicorn.run(
+        "livepatch.server.asgi:create",
+        factory=True,
+        host=args.host,
+        port=port,
+        workers=args.workers,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_level="debug" if args.debug else "warning",
+        access_log=args.debug,
+        server_header=False,
+    )
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    service = Service(config)
+    try:
+        service.database.migrate()
+    finally:
+        service.close()
+    print(f"{PROGRAM}: the database is at the newest schema.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="Run the livepatch patch service.")
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve_parser = commands.add_parser("serve", help="serve the HTTP API")
+    add_location_options(serve_parser)
+    serve_parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
+    serve_parser.add_argument(
+        "--port",
+        type=int,
+        help=f"default {DEFAULT_PORT_TLS} with TLS, {DEFAULT_PORT_PLAIN} without",
+    )
+    serve_parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
+    serve_parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
+    serve_parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve_parser.set_defaults(handler=serve)
+
+    migrate_parser = commands.add_parser("migrate", help="upgrade the database schema")
+    add_location_options(migrate_parser)
+    migrate_parser.set_defaults(handler=migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.debug)
+    return run(lambda: int(args.handler(args)), program=PROGRAM, debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

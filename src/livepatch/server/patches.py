@@ -1,0 +1,351 @@
+"""The patch catalogue: publish, inspect and steer patches, and apply the engine.
+
+Every change to a patch updates its database row and its signed target
+metadata together, under the publisher's lock and inside one database
+transaction: if signing fails the row is rolled back, so what machines see
+and what administrators see agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from livepatch.rollout import STAGE_ORDER, RolloutState, Stage
+from livepatch.server import engine, reports
+from livepatch.server.config import RolloutPolicy
+from livepatch.server.errors import Conflict, InvalidRequest, NotFound
+from livepatch.server.service import Service
+from livepatch.server.storage.models import Patch
+
+log = logging.getLogger(__name__)
+
+_KERNEL = re.compile(r"[A-Za-z0-9._+~-]{1,255}")
+_CVE = re.compile(r"CVE-[0-9]{4}-[0-9]{4,}")
+_MODINFO_NAME = re.compile(rb"(?:^|\x00)name=([A-Za-z0-9_-]{1,55})\x00")
+POLICY_KEYS = (
+    "canary_percentage",
+    "moderate_percentage",
+    "canary_soak_hours",
+    "moderate_soak_hours",
+)
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What `livepatch-admin publish` asks for."""
+
+    module: bytes
+    kernels: list[str]
+    cves: list[str]
+    severity: Severity
+    description: str
+    overrides: dict[str, float]
+    """Per-patch policy: keys from POLICY_KEYS."""
+
+
+@dataclass(frozen=True)
+class PatchInfo:
+    patch_id: str
+    version: int
+    kernels: list[str]
+    module_name: str
+    target_name: str
+    sha256: str
+    length: int
+    severity: str
+    description: str
+    cves: list[str]
+    state: RolloutState
+    halt_reason: str | None
+    withdrawn: bool
+    stage_started: datetime
+    created: datetime
+    policy: RolloutPolicy
+
+
+@dataclass(frozen=True)
+class PatchDetail:
+    info: PatchInfo
+    aggregates: list[reports.Aggregate]
+    decision: engine.Decision
+
+
+def module_name(module: bytes) -> str:
+    """The module's name from its .modinfo (the directory it gets in /sys/kernel/livepatch)."""
+    if not module.startswith(b"\x7fELF"):
+        raise InvalidRequest("The file is not a kernel module (no ELF header): give a .ko file.")
+    found = _MODINFO_NAME.search(module)
+    if found is None:
+        raise InvalidRequest("The module has no name in its .modinfo: build it with kbuild.")
+    return found.group(1).decode()
+
+
+def effective_policy(server: RolloutPolicy, overrides: dict[str, float]) -> RolloutPolicy:
+    policy = server
+    if "canary_percentage" in overrides:
+        policy = replace(policy, canary_percentage=float(overrides["canary_percentage"]))
+    if "moderate_percentage" in overrides:
+        policy = replace(policy, moderate_percentage=float(overrides["moderate_percentage"]))
+    if "canary_soak_hours" in overrides:
+        policy = replace(policy, canary_soak=timedelta(hours=overrides["canary_soak_hours"]))
+    if "moderate_soak_hours" in overrides:
+        policy = replace(policy, moderate_soak=timedelta(hours=overrides["moderate_soak_hours"]))
+    return RolloutPolicy(**{f: getattr(policy, f) for f in policy.__dataclass_fields__})
+
+
+def custom_fields(patch: Patch) -> dict[str, Any]:
+    """The signed ``custom["livepatch"]`` of the patch's target (see CONTRACTS.md)."""
+    return {
+        "patch_id": patch.patch_id,
+        "version": str(patch.version),
+        "kernels": list(patch.kernels),
+        "module_name": patch.module_name,
+        "cumulative": True,
+        "severity": patch.severity,
+        "description": patch.description,
+        "cves": [dict(cve) for cve in patch.cves],
+        "rollout": {
+            "stage": patch.stage,
+            "percentage": patch.percentage,
+            "halted": patch.halted,
+        },
+    }
+
+
+def publish(service: Service, publication: Publication) -> PatchInfo:
+    kernels = sorted(set(publication.kernels))
+    if not kernels:
+        raise InvalidRequest("Give at least one --kernel KEY the patch applies to.")
+    for kernel in kernels:
+        if not _KERNEL.fullmatch(kernel):
+            raise InvalidRequest(f"{kernel!r} is not a kernel key: use e.g. 6.1.0-56-amd64.")
+    cves = sorted(set(publication.cves))
+    for cve in cves:
+        if not _CVE.fullmatch(cve):
+            raise InvalidRequest(f"{cve!r} is not a CVE id: use e.g. CVE-2024-1086.")
+    unknown = set(publication.overrides) - set(POLICY_KEYS)
+    if unknown:
+        raise InvalidRequest(f"Unknown rollout setting {sorted(unknown)[0]!r}.")
+    policy = effective_policy(service.config.policy, publication.overrides)
+    name = module_name(publication.module)
+    now = service.clock()
+    publisher = service.publisher
+    with publisher.locked():
+        module = publisher.prepare_module(publication.module, now=now)
+        with service.transaction() as session:
+            version = _next_version(session, kernels)
+            patch_id = f"lp-{kernels[0]}-{version}"
+            patch = Patch(
+                patch_id=patch_id,
+                kernel_set=",".join(kernels),
+                version=version,
+                kernels=kernels,
+                module_name=name,
+                target_name=f"patches/{patch_id}.ko",
+                sha256=publisher.sha256(module),
+                length=len(module),
+                severity=publication.severity.value,
+                description=publication.description,
+                cves=[
+                    {
+                        "id": c,
+                        "severity": publication.severity.value,
+                        "description": publication.description,
+                    }
+                    for c in cves
+                ],
+                stage=Stage.CANARY.value,
+                percentage=policy.canary_percentage,
+                halted=False,
+                withdrawn=False,
+                stage_started=now,
+                created=now,
+                policy=dict(publication.overrides),
+            )
+            session.add(patch)
+            session.flush()
+            publisher.add_target(patch.target_name, module, custom_fields(patch))
+            publisher.publish()
+            return _info(patch, service.config.policy)
+
+
+def list_patches(service: Service) -> list[PatchInfo]:
+    with service.transaction() as session:
+        patches = session.scalars(select(Patch).order_by(Patch.id))
+        return [_info(p, service.config.policy) for p in patches]
+
+
+def show(service: Service, patch_id: str) -> PatchDetail:
+    with service.transaction() as session:
+        patch = _get(session, patch_id)
+        info = _info(patch, service.config.policy)
+        outcomes = reports.stage_outcomes(session, patch_id, patch.stage, since=patch.stage_started)
+        decision = engine.decide(_rollout(patch, service.config.policy), outcomes, service.clock())
+        return PatchDetail(info, reports.aggregates(session, patch_id), decision)
+
+
+def promote(service: Service, patch_id: str, to: Stage | None = None) -> PatchInfo:
+    """Move the patch to `to` (default: the next stage) now, whatever its soak time."""
+
+    def change(patch: Patch, policy: RolloutPolicy, now: datetime) -> None:
+        if patch.halted:
+            raise Conflict(f"{patch_id} is halted: resume it before promoting it.")
+        current = Stage(patch.stage)
+        target = to or engine.next_stage(current)
+        if target is None or STAGE_ORDER.index(target) <= STAGE_ORDER.index(current):
+            raise Conflict(
+                f"{patch_id} is already at stage {current.value}; it can only move forward."
+            )
+        _set_stage(patch, target, policy, now)
+
+    return _change(service, patch_id, change)
+
+
+def halt(service: Service, patch_id: str, reason: str = "halted by an administrator") -> PatchInfo:
+    def change(patch: Patch, _policy: RolloutPolicy, _now: datetime) -> None:
+        patch.halted = True
+        patch.halt_reason = reason
+
+    return _change(service, patch_id, change)
+
+
+def resume(service: Service, patch_id: str) -> PatchInfo:
+    """Lift a halt; the stage's soak time and failure count start afresh."""
+
+    def change(patch: Patch, _policy: RolloutPolicy, now: datetime) -> None:
+        if not patch.halted:
+            raise Conflict(f"{patch_id} is not halted.")
+        patch.halted = False
+        patch.halt_reason = None
+        patch.stage_started = now
+
+    return _change(service, patch_id, change)
+
+
+def withdraw(service: Service, patch_id: str) -> PatchInfo:
+    """Remove the patch from the signed targets: no machine will fetch it again."""
+    publisher = service.publisher
+    with publisher.locked(), service.transaction() as session:
+        patch = _get(session, patch_id)
+        if patch.withdrawn:
+            raise Conflict(f"{patch_id} is already withdrawn.")
+        patch.withdrawn = True
+        publisher.remove_target(patch.target_name)
+        publisher.publish()
+        return _info(patch, service.config.policy)
+
+
+def apply_engine(service: Service) -> list[tuple[str, engine.Decision]]:
+    """Run the engine over every live patch and apply its promotions and halts."""
+    publisher = service.publisher
+    applied: list[tuple[str, engine.Decision]] = []
+    with publisher.locked(), service.transaction() as session:
+        now = service.clock()
+        live = session.scalars(
+            select(Patch).where(Patch.withdrawn.is_(False), Patch.halted.is_(False))
+        )
+        for patch in live:
+            outcomes = reports.stage_outcomes(
+                session, patch.patch_id, patch.stage, since=patch.stage_started
+            )
+            decision = engine.decide(_rollout(patch, service.config.policy), outcomes, now)
+            if decision.action is engine.Action.NOTHING:
+                continue
+            if decision.action is engine.Action.HALT:
+                patch.halted = True
+                patch.halt_reason = decision.reason
+                service.metrics.inc("livepatch_halts_total", stage=patch.stage)
+                log.warning("halted %s: %s", patch.patch_id, decision.reason)
+            else:
+                patch.stage = decision.state.stage.value
+                patch.percentage = decision.state.percentage
+                patch.stage_started = now
+                service.metrics.inc("livepatch_promotions_total", stage=patch.stage)
+                log.info("promoted %s to %s: %s", patch.patch_id, patch.stage, decision.reason)
+            publisher.update_custom(patch.target_name, custom_fields(patch))
+            applied.append((patch.patch_id, decision))
+        if applied:
+            publisher.publish()
+    return applied
+
+
+def _change(service: Service, patch_id: str, change: Any) -> PatchInfo:
+    publisher = service.publisher
+    with publisher.locked(), service.transaction() as session:
+        patch = _get(session, patch_id)
+        if patch.withdrawn:
+            raise Conflict(f"{patch_id} was withdrawn; publish a new patch instead.")
+        policy = effective_policy(service.config.policy, patch.policy)
+        change(patch, policy, service.clock())
+        publisher.update_custom(patch.target_name, custom_fields(patch))
+        publisher.publish()
+        return _info(patch, service.config.policy)
+
+
+def _set_stage(patch: Patch, stage: Stage, policy: RolloutPolicy, now: datetime) -> None:
+    patch.stage = stage.value
+    patch.percentage = engine.percentage(stage, policy)
+    patch.stage_started = now
+
+
+def _next_version(session: Session, kernels: list[str]) -> int:
+    """One more than any patch sharing a kernel, so versions grow for every kernel."""
+    wanted = set(kernels)
+    versions = [
+        version
+        for version, patch_kernels in session.execute(select(Patch.version, Patch.kernels))
+        if wanted.intersection(patch_kernels)
+    ]
+    return max(versions, default=0) + 1
+
+
+def _get(session: Session, patch_id: str) -> Patch:
+    patch = session.scalars(select(Patch).where(Patch.patch_id == patch_id)).one_or_none()
+    if patch is None:
+        raise NotFound(f"No patch {patch_id!r}: see `livepatch-admin patches list`.")
+    return patch
+
+
+def _rollout(patch: Patch, server_policy: RolloutPolicy) -> engine.PatchRollout:
+    return engine.PatchRollout(
+        state=RolloutState(Stage(patch.stage), patch.percentage, patch.halted),
+        stage_started=patch.stage_started,
+        policy=effective_policy(server_policy, patch.policy),
+        withdrawn=patch.withdrawn,
+    )
+
+
+def _info(patch: Patch, server_policy: RolloutPolicy) -> PatchInfo:
+    return PatchInfo(
+        patch_id=patch.patch_id,
+        version=patch.version,
+        kernels=list(patch.kernels),
+        module_name=patch.module_name,
+        target_name=patch.target_name,
+        sha256=patch.sha256,
+        length=patch.length,
+        severity=patch.severity,
+        description=patch.description,
+        cves=[cve["id"] for cve in patch.cves],
+        state=RolloutState(Stage(patch.stage), patch.percentage, patch.halted),
+        halt_reason=patch.halt_reason,
+        withdrawn=patch.withdrawn,
+        stage_started=patch.stage_started,
+        created=patch.created,
+        policy=effective_policy(server_policy, patch.policy),
+    )

@@ -1,0 +1,173 @@
+"""A real `livepatch-server serve` over TLS on loopback, for API tests and the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from livepatch.server import admin
+
+SERVER = Path(sys.executable).with_name("livepatch-server")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1/localhost and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "livepatch test server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls-cert.pem", directory / "tls-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+@dataclass
+class LiveServer:
+    data_dir: Path
+    database_url: str
+    url: str
+    ca: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, verify=str(self.ca), timeout=30, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def admin(self, *argv: str) -> str:
+        """Run `livepatch-admin ARGV… --data-dir … --database …`; its stdout."""
+        return run_admin(self.data_dir, self.database_url, argv)
+
+    def admin_json(self, *argv: str) -> Any:
+        return json.loads(self.admin(*argv, "--format", "json"))
+
+
+def run_admin(data_dir: Path, database_url: str, argv: Sequence[str]) -> str:
+    out = io.StringIO()
+    err = io.StringIO()
+    location = ["--data-dir", str(data_dir), "--database", database_url]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = admin.main([*argv, *location])
+    if code != 0:
+        raise AssertionError(f"livepatch-admin {' '.join(argv)} exited {code}: {err.getvalue()}")
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def live_server(
+    data_dir: Path,
+    database_url: str,
+    *,
+    tls: bool = True,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        str(SERVER),
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--database",
+        database_url,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    ca = Path()
+    if tls:
+        cert, key = self_signed(data_dir)
+        argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        ca = cert
+    log = data_dir / "server.log"
+    with log.open("wb") as stream:
+        process = subprocess.Popen(
+            argv,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(extra_env or {})},
+        )
+    scheme = "https" if tls else "http"
+    server = LiveServer(data_dir, database_url, f"{scheme}://127.0.0.1:{port}", ca, process, log)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        for client in server.clients:
+            client.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_ready(server: LiveServer, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    verify: str | bool = str(server.ca) if server.url.startswith("https") else False
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"the server exited: {server.log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}/healthz", verify=verify, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the server did not start: {server.log.read_text()[-3000:]}")

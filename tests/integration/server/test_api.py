@@ -1,0 +1,318 @@
+"""The HTTP API over real TLS on loopback, against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from livepatch.trust import patchmeta
+from tests.integration.server.live import LiveServer
+
+KERNEL = "6.1.0-56-amd64"
+
+
+def new_token(live: LiveServer, machines: int = 3, tier: str = "community") -> str:
+    created = live.admin_json("tokens", "create", "--machines", str(machines), "--tier", tier)
+    return str(created["token"])
+
+
+def enrol_body(token: str, machine_id: str | None = None) -> dict[str, str]:
+    return {
+        "token": token,
+        "machine_id": machine_id or uuid.uuid4().hex,
+        "hostname": "host.example",
+        "kernel": KERNEL,
+        "architecture": "amd64",
+    }
+
+
+def enrol(live: LiveServer, token: str, machine_id: str | None = None) -> dict[str, Any]:
+    response = live.client().post("/v1/enrol", json=enrol_body(token, machine_id))
+    assert response.status_code == 201, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    message: str = body["error"]["message"]
+    assert message.endswith(".") and "\n" not in message
+    return message
+
+
+def test_healthz(live: LiveServer) -> None:
+    response = live.client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_enrolment_returns_a_credential_and_the_signed_root(live: LiveServer) -> None:
+    enrolled = enrol(live, new_token(live))
+    assert enrolled["tier"] == "community"
+    assert len(enrolled["credential"]) >= 40
+    assert enrolled["expires"].endswith(("Z", "+00:00"))
+    assert enrolled["root"]["signed"]["_type"] == "root"
+    assert enrolled["root"]["signatures"]
+
+
+def test_unknown_token_is_401_with_the_familiar_message(live: LiveServer) -> None:
+    response = live.client().post("/v1/enrol", json=enrol_body("f" * 32))
+    assert "Unknown Auth-Token" in assert_error(response, 401, "unknown-token")
+
+
+def test_exhausted_and_revoked_tokens(live: LiveServer) -> None:
+    token = new_token(live, machines=1)
+    enrol(live, token)
+    assert_error(live.client().post("/v1/enrol", json=enrol_body(token)), 409, "token-exhausted")
+    live.admin("tokens", "revoke", token[:6])
+    assert_error(live.client().post("/v1/enrol", json=enrol_body(token)), 403, "token-revoked")
+
+
+def test_renew_replaces_the_credential(live: LiveServer) -> None:
+    enrolled = enrol(live, new_token(live))
+    path = f"/v1/machines/{enrolled['machine_id']}/renew"
+    response = live.client().post(path, headers=bearer(enrolled["credential"]))
+    assert response.status_code == 200, response.text
+    renewed = response.json()
+    assert renewed["credential"] != enrolled["credential"]
+    old = live.client().post(path, headers=bearer(enrolled["credential"]))
+    assert_error(old, 401, "unauthenticated")
+    assert live.client().post(path, headers=bearer(renewed["credential"])).status_code == 200
+
+
+def test_deenrolment_frees_the_slot(live: LiveServer) -> None:
+    token = new_token(live, machines=1)
+    enrolled = enrol(live, token)
+    client = live.client()
+    assert_error(client.post("/v1/enrol", json=enrol_body(token)), 409, "token-exhausted")
+    gone = client.delete(
+        f"/v1/machines/{enrolled['machine_id']}", headers=bearer(enrolled["credential"])
+    )
+    assert gone.status_code == 204
+    enrol(live, token)
+
+
+def test_machine_endpoints_need_the_machines_own_credential(live: LiveServer) -> None:
+    token = new_token(live)
+    first, second = enrol(live, token), enrol(live, token)
+    client = live.client()
+    path = f"/v1/machines/{second['machine_id']}"
+    assert_error(client.delete(path), 401, "unauthenticated")
+    assert_error(client.delete(path, headers=bearer(first["credential"])), 403, "forbidden")
+    assert_error(client.delete(path, headers=bearer("nonsense")), 401, "unauthenticated")
+
+
+def test_machine_limit_holds_under_parallel_http_enrolments(live: LiveServer) -> None:
+    token = new_token(live, machines=7)
+
+    def attempt(_: int) -> int:
+        with httpx.Client(base_url=live.url, verify=str(live.ca), timeout=60) as client:
+            return client.post("/v1/enrol", json=enrol_body(token)).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(attempt, range(40)))
+    assert statuses.count(201) == 7
+    assert statuses.count(409) == 33
+    [listed] = [t for t in live.admin_json("tokens", "list") if t["hint"] == token[:6]]
+    assert listed["machines"] == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"token": "x"}, "machine_id"),
+        ({**enrol_body("a" * 32), "extra": 1}, "extra"),
+        ({**enrol_body("a" * 32), "hostname": "a\x00b"}, "hostname"),
+        ({**enrol_body("a" * 32), "kernel": "k" * 300}, "kernel"),
+        ({**enrol_body("a" * 32), "machine_id": 5}, "machine_id"),
+        ([], "body"),
+    ],
+)
+def test_bad_input_is_422_with_a_reason(live: LiveServer, body: Any, fragment: str) -> None:
+    response = live.client().post("/v1/enrol", json=body)
+    assert fragment in assert_error(response, 422, "invalid-request").lower()
+
+
+def test_malformed_json_is_422(live: LiveServer) -> None:
+    response = live.client().post(
+        "/v1/enrol", content=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert "not valid JSON" in assert_error(response, 422, "invalid-request")
+
+
+def test_unknown_routes_and_methods_are_json_errors(live: LiveServer) -> None:
+    assert_error(live.client().get("/v1/nothing"), 404, "not-found")
+    assert_error(live.client().put("/v1/enrol"), 405, "method-not-allowed")
+    assert_error(live.client().get("/v1/metadata/missing.json"), 404, "not-found")
+    assert_error(live.client().get("/v1/targets/../../etc/passwd"), 404, "not-found")
+
+
+def test_publish_report_and_show(live: LiveServer, module_file: Path) -> None:
+    token = new_token(live, machines=5)
+    enrolled = enrol(live, token)
+    published = live.admin_json(
+        "publish",
+        str(module_file),
+        "--kernel",
+        KERNEL,
+        "--cve",
+        "CVE-2024-1086",
+        "--severity",
+        "high",
+        "--description",
+        "nf_tables use-after-free",
+    )
+    patch_id = published["patch_id"]
+    assert patch_id.startswith(f"lp-{KERNEL}-")
+    assert published["rollout"] == {
+        "stage": "canary",
+        "percentage": 5.0,
+        "halted": False,
+        "halt_reason": None,
+        "since": published["rollout"]["since"],
+    }
+    targets = current_targets(live)
+    custom = signed_custom(targets, f"patches/{patch_id}.ko")
+    assert custom["rollout"] == {"stage": "canary", "percentage": 5.0, "halted": False}
+    assert custom["cves"][0]["id"] == "CVE-2024-1086"
+    report = {
+        "patch_id": patch_id,
+        "kernel": KERNEL,
+        "result": "failed",
+        "errno": 1,
+        "reason": "Operation not permitted",
+        "duration_ms": 120,
+        "taint": 0,
+    }
+    path = f"/v1/machines/{enrolled['machine_id']}/reports"
+    response = live.client().post(path, json=report, headers=bearer(enrolled["credential"]))
+    assert response.status_code == 202, response.text
+    assert response.json() == {"stage": "canary"}
+    shown = live.admin_json("patches", "show", patch_id)
+    assert shown["reports"] == [{"stage": "canary", "kernel": KERNEL, "applied": 0, "failed": 1}]
+    unknown = live.client().post(
+        path, json={**report, "patch_id": "lp-none-1"}, headers=bearer(enrolled["credential"])
+    )
+    assert_error(unknown, 404, "not-found")
+
+
+def test_halt_is_signed_into_metadata(live: LiveServer, module_file: Path) -> None:
+    published = live.admin_json(
+        "publish",
+        str(module_file),
+        "--kernel",
+        "5.15.0-1-generic",
+        "--cve",
+        "CVE-2024-1001",
+        "--severity",
+        "low",
+        "--description",
+        "d",
+    )
+    name = f"patches/{published['patch_id']}.ko"
+    live.admin("patches", "halt", published["patch_id"], "--reason", "bad")
+    custom = signed_custom(current_targets(live), name)
+    assert custom["rollout"]["halted"] is True
+    live.admin("patches", "resume", published["patch_id"])
+    live.admin("patches", "promote", published["patch_id"])
+    custom = signed_custom(current_targets(live), name)
+    assert custom["rollout"] == {"stage": "moderate", "percentage": 30.0, "halted": False}
+    live.admin("patches", "withdraw", published["patch_id"])
+    assert name not in current_targets(live)["signed"]["targets"]
+
+
+def test_metadata_is_cacheable(live: LiveServer) -> None:
+    client = live.client()
+    first = client.get("/v1/metadata/timestamp.json")
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert first.headers["cache-control"] == "public, max-age=60"
+    again = client.get("/v1/metadata/timestamp.json", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    version = first.json()["signed"]["meta"]["snapshot.json"]["version"]
+    snapshot = client.get(f"/v1/metadata/{version}.snapshot.json")
+    assert "immutable" in snapshot.headers["cache-control"]
+
+
+def test_a_check_in_with_a_credential_is_counted(live: LiveServer) -> None:
+    enrolled = enrol(live, new_token(live))
+    client = live.client()
+
+    def checkins() -> float:
+        text = client.get("/metrics").text
+        [line] = [x for x in text.splitlines() if x.startswith("livepatch_checkins_total")]
+        return float(line.split()[-1])
+
+    before = checkins()
+    response = client.get("/v1/metadata/timestamp.json", headers=bearer(enrolled["credential"]))
+    assert response.status_code == 200
+    assert checkins() == before + 1
+    bad = client.get("/v1/metadata/timestamp.json", headers=bearer("wrong"))
+    assert_error(bad, 401, "unauthenticated")
+
+
+def test_targets_are_served_by_consistent_snapshot_name(
+    live: LiveServer, module_file: Path
+) -> None:
+    published = live.admin_json(
+        "publish",
+        str(module_file),
+        "--kernel",
+        "6.8.0-1-generic",
+        "--cve",
+        "CVE-2024-1002",
+        "--severity",
+        "medium",
+        "--description",
+        "d",
+    )
+    name = f"patches/{published['patch_id']}.ko"
+    info = current_targets(live)["signed"]["targets"][name]
+    digest = info["hashes"]["sha256"]
+    response = live.client().get(f"/v1/targets/patches/{digest}.{published['patch_id']}.ko")
+    assert response.status_code == 200
+    assert len(response.content) == info["length"]
+    assert response.content.startswith(module_file.read_bytes())
+    assert response.content.endswith(b"~Module signature appended~\n")
+    assert "immutable" in response.headers["cache-control"]
+
+
+def test_metrics_exposition(live: LiveServer) -> None:
+    response = live.client().get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    for name in ("enrolments", "checkins", "reports", "promotions", "halts"):
+        assert f"# TYPE livepatch_{name}_total counter" in response.text
+    assert "livepatch_machines{" in response.text
+
+
+def signed_custom(targets: dict[str, Any], name: str) -> dict[str, Any]:
+    """The livepatch custom fields of a target, as signed (percentages are strings)."""
+    return patchmeta.from_signed(targets["signed"]["targets"][name]["custom"]["livepatch"])
+
+
+def current_targets(live: LiveServer) -> dict[str, Any]:
+    client = live.client()
+    timestamp = client.get("/v1/metadata/timestamp.json").json()
+    snapshot_version = timestamp["signed"]["meta"]["snapshot.json"]["version"]
+    snapshot = client.get(f"/v1/metadata/{snapshot_version}.snapshot.json").json()
+    version = snapshot["signed"]["meta"]["targets.json"]["version"]
+    document: dict[str, Any] = json.loads(
+        client.get(f"/v1/metadata/{version}.targets.json").content
+    )
+    return document
