@@ -118,9 +118,13 @@ class KeyDirectoryError(TrustError):
 
 
 class UpdateError(TrustError):
-    """Signed update metadata or a download was refused; the last good state is kept."""
+    """Signed update metadata or a download was refused; the last good state is kept.
+
+    ``reason`` names the underlying tuf error class when there is one.
+    """
 
     code = "update-error"
+    reason: str = ""
 
 
 class MetadataRejected(UpdateError):

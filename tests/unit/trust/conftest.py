@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import pytest
 
+from livepatch.trust.keys import KeyDirectory
 from tests.unit.trust.pki import NOW, Identity, Pki
+from tests.unit.trust.tufworld import World
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +38,16 @@ def future(pki: Pki) -> Identity:
 @pytest.fixture(scope="session")
 def ecdsa() -> Identity:
     return Pki("Elliptic", "ecdsa").issue("signing")
+
+
+@pytest.fixture(scope="session")
+def keys_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One initialised key directory (small RSA keys), copied by each test that needs one."""
+    path = tmp_path_factory.mktemp("keys-template") / "keys"
+    KeyDirectory(path).init(ca_bits=2048, signing_bits=2048)
+    return path
+
+
+@pytest.fixture
+def world(tmp_path: Path, keys_template: Path) -> World:
+    return World(tmp_path, keys_template)
