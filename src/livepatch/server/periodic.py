@@ -50,4 +50,4 @@ async def run_periodic(service: Service) -> None:
                 last_engine = now
                 if stamp_due:
                     last_timestamp = now
-        await asyncio.sleep(TICK_SECONDS)
+        await asyncio.sleep(min(TICK_SECONDS, service.config.engine_interval.total_seconds()))

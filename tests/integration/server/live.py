@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -81,9 +82,16 @@ class LiveServer:
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        client = httpx.Client(base_url=self.url, verify=str(self.ca), timeout=30, **kwargs)
+        client = httpx.Client(base_url=self.url, verify=self.verify(), timeout=30, **kwargs)
         self.clients.append(client)
         return client
+
+    def verify(self) -> ssl.SSLContext | bool:
+        return (
+            ssl.create_default_context(cafile=str(self.ca))
+            if self.url.startswith("https")
+            else False
+        )
 
     def admin(self, *argv: str) -> str:
         """Run `livepatch-admin ARGV… --data-dir … --database …`; its stdout."""
@@ -160,7 +168,7 @@ def live_server(
 
 def _wait_ready(server: LiveServer, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    verify: str | bool = str(server.ca) if server.url.startswith("https") else False
+    verify = server.verify()
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise AssertionError(f"the server exited: {server.log.read_text()[-3000:]}")

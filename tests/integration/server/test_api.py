@@ -119,7 +119,7 @@ def test_machine_limit_holds_under_parallel_http_enrolments(live: LiveServer) ->
     token = new_token(live, machines=7)
 
     def attempt(_: int) -> int:
-        with httpx.Client(base_url=live.url, verify=str(live.ca), timeout=60) as client:
+        with httpx.Client(base_url=live.url, verify=live.verify(), timeout=60) as client:
             return client.post("/v1/enrol", json=enrol_body(token)).status_code
 
     with ThreadPoolExecutor(max_workers=16) as pool:

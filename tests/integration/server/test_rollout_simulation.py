@@ -1,0 +1,143 @@
+"""Thousands of simulated machines follow the signed metadata under a controlled clock.
+
+Each simulated hour every machine reads the *signed* targets metadata (its
+signature checked against the root), decides membership with
+livepatch.rollout.admits exactly as a client does, applies the patch if
+admitted and reports; then the server's engine runs. Nothing but the signed
+rollout fields decides who applies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tuf.api.metadata import Metadata
+
+from livepatch.rollout import RolloutState, Stage, Tier, admits, bucket
+from livepatch.server import patches, reports
+from livepatch.server.service import Service
+from livepatch.trust import patchmeta
+from tests.integration.server.conftest import MODULE, Clock
+
+KERNEL = "6.1.0-56-amd64"
+COMMUNITY, STABLE = 2400, 600
+
+
+@dataclass(frozen=True)
+class SimulatedMachine:
+    machine_id: str
+    tier: Tier
+
+
+FLEET = [SimulatedMachine(f"sim-{n:05d}", Tier.COMMUNITY) for n in range(COMMUNITY)] + [
+    SimulatedMachine(f"sim-{n:05d}", Tier.STABLE) for n in range(COMMUNITY, COMMUNITY + STABLE)
+]
+
+
+def signed_rollout(metadata_dir: Path, target: str) -> RolloutState:
+    """The rollout state in the current targets metadata, after checking its signature."""
+    root = Metadata.from_bytes((metadata_dir / "root.json").read_bytes())
+    timestamp = json.loads((metadata_dir / "timestamp.json").read_bytes())
+    snapshot_version = timestamp["signed"]["meta"]["snapshot.json"]["version"]
+    snapshot = json.loads((metadata_dir / f"{snapshot_version}.snapshot.json").read_bytes())
+    version = snapshot["signed"]["meta"]["targets.json"]["version"]
+    targets = Metadata.from_bytes((metadata_dir / f"{version}.targets.json").read_bytes())
+    root.signed.verify_delegate("targets", targets.signed_bytes, targets.signatures)
+    custom = patchmeta.from_signed(targets.signed.targets[target].custom["livepatch"])
+    rollout = custom["rollout"]
+    return RolloutState(Stage(rollout["stage"]), rollout["percentage"], rollout["halted"])
+
+
+def simulate(service: Service, clock: Clock, failing: set[str], hours: int) -> dict[str, object]:
+    published = patches.publish(
+        service,
+        patches.Publication(
+            module=MODULE,
+            kernels=[KERNEL],
+            cves=["CVE-2024-1086"],
+            severity=patches.Severity.HIGH,
+            description="nf_tables",
+            overrides={},
+        ),
+    )
+    patch_id, target = published.patch_id, published.target_name
+    metadata_dir = service.config.metadata_dir
+    ever_admitted: set[str] = set()
+    reported: set[str] = set()
+    stages_seen: list[Stage] = []
+    for _ in range(hours):
+        state = signed_rollout(metadata_dir, target)
+        stages_seen.append(state.stage)
+        admitted = [m for m in FLEET if admits(state, m.machine_id, patch_id, m.tier)]
+        ever_admitted.update(m.machine_id for m in admitted)
+        with service.transaction() as session:
+            for machine in admitted:
+                if machine.machine_id in reported:
+                    continue
+                result = (
+                    reports.Result.FAILED
+                    if machine.machine_id in failing
+                    else reports.Result.APPLIED
+                )
+                outcome = reports.Outcome(
+                    patch_id, KERNEL, result, 22 if failing else None, None, 40, 0
+                )
+                reports.record(session, machine.machine_id, outcome, now=clock.now)
+                reported.add(machine.machine_id)
+        patches.apply_engine(service)
+        clock.advance(hours=1)
+    return {
+        "patch_id": patch_id,
+        "final": signed_rollout(metadata_dir, target),
+        "ever_admitted": ever_admitted,
+        "stages_seen": stages_seen,
+        "info": patches.show(service, patch_id),
+    }
+
+
+def canary_members(patch_id: str) -> set[str]:
+    return {
+        m.machine_id
+        for m in FLEET
+        if m.tier is Tier.COMMUNITY and bucket(m.machine_id, patch_id) < 500
+    }
+
+
+@pytest.mark.slow
+def test_a_healthy_patch_reaches_every_machine(service: Service, clock: Clock) -> None:
+    result = simulate(service, clock, failing=set(), hours=80)
+    assert result["final"] == RolloutState(Stage.ALL, 100.0, False)
+    assert result["ever_admitted"] == {m.machine_id for m in FLEET}
+    stages = result["stages_seen"]
+    assert isinstance(stages, list)
+    # Soak times honoured: machines read hours 0..24 in canary (the engine promotes
+    # after the reads of hour 24), then 48 hours in moderate.
+    assert stages.count(Stage.CANARY) == 25
+    assert stages.count(Stage.MODERATE) == 48
+
+
+@pytest.mark.slow
+def test_a_patch_failing_on_five_percent_of_canaries_halts_in_canary(
+    service: Service, clock: Clock
+) -> None:
+    patch_id = "lp-6.1.0-56-amd64-1"  # the first patch published for this kernel
+    canaries = sorted(canary_members(patch_id))
+    failing = set(canaries[::20])  # every 20th canary: 5%
+    assert len(canaries) > 60 and len(failing) >= 3
+    result = simulate(service, clock, failing=failing, hours=80)
+    assert result["patch_id"] == patch_id
+    final = result["final"]
+    assert isinstance(final, RolloutState)
+    assert final.halted and final.stage is Stage.CANARY
+    ever = result["ever_admitted"]
+    assert isinstance(ever, set)
+    # No machine outside the canary stage was ever told to apply it, stable ones included.
+    assert ever == set(canaries)
+    assert not ever & {m.machine_id for m in FLEET if m.tier is Tier.STABLE}
+    detail = result["info"]
+    assert isinstance(detail, patches.PatchDetail)
+    assert detail.info.halt_reason is not None and "canary" in detail.info.halt_reason
+    assert detail.aggregates[0].failed == len(failing)
