@@ -117,14 +117,13 @@ class WrongKernel(KernelError):
     def __init__(self, module: str, *, errno: int, running: str, built_for: str | None) -> None:
         built = f"built for {built_for}" if built_for else "built for another kernel"
         hint = (
-            " or it conflicts with the livepatches already loaded (the kernel log says which)"
+            ", or it conflicts with the livepatches already loaded (the kernel log says which)"
             if errno == errno_codes.EINVAL
             else ""
         )
         super().__init__(
             f"The kernel refused module {module} ({errno_text(errno)}): it was {built}, "
-            f"not for the running kernel {running},{hint}; use the patch made for "
-            f"{running}.",
+            f"not for the running kernel {running}{hint}; use the patch made for {running}.",
             errno=errno,
         )
         self.module = module
