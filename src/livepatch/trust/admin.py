@@ -71,12 +71,13 @@ class StatusLine:
     subject: str
     not_after: datetime.datetime
     days_left: float
+    warn_days: float = WARN_DAYS
 
     @property
     def warning(self) -> str | None:
         if self.days_left < 0:
             return f"{self.what} expired on {self.not_after:%Y-%m-%d}."
-        if self.days_left < WARN_DAYS:
+        if self.days_left < self.warn_days:
             return f"{self.what} expires in {int(self.days_left)} days ({self.not_after:%Y-%m-%d})."
         return None
 
@@ -93,7 +94,9 @@ def status(
         repo = MetadataRepository(metadata_dir, metadata_dir.parent / "targets", keys)
         for role, expires in repo.expiries().items():
             days = (expires - now).total_seconds() / 86400
-            lines.append(StatusLine(f"TUF {role} metadata", "", expires, days))
+            # The server re-signs timestamp and snapshot on its own; only say so if it stopped.
+            warn_days = 0 if role in ("timestamp", "snapshot") else WARN_DAYS
+            lines.append(StatusLine(f"TUF {role} metadata", "", expires, days, warn_days))
     return sorted(lines, key=lambda line: line.not_after)
 
 
