@@ -53,8 +53,8 @@ class HttpServiceClient:
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"livepatch/{__version__}"
-        if ca_bundle:
-            self.session.verify = ca_bundle
+        # Passed on each request: a session-level verify loses to $REQUESTS_CA_BUNDLE.
+        self.verify: str | bool = ca_bundle or True
         if proxies:
             self.session.proxies.update(proxies)
 
@@ -120,7 +120,13 @@ class HttpServiceClient:
         headers = {"Authorization": f"Bearer {credential.token}"} if credential else {}
         try:
             response = self.session.request(
-                method, url, json=json_body, headers=headers, timeout=TIMEOUT, stream=True
+                method,
+                url,
+                json=json_body,
+                headers=headers,
+                timeout=TIMEOUT,
+                stream=True,
+                verify=self.verify,
             )
             content = response.raw.read(MAX_RESPONSE + 1, decode_content=True)
         except requests.exceptions.SSLError as error:
