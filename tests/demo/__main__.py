@@ -34,6 +34,7 @@ def main() -> int:
     if result.returncode != 0:
         print(f"[demo] the guest failed:\n{result.output}", file=sys.stderr)
         return 1
+    print(f"[demo] VM boot + guest run took {result.duration:.1f} s")
     print(f"[demo] done in {time.monotonic() - started:.1f} s")
     return 0
 
