@@ -90,7 +90,38 @@ def children(element: Element) -> Reader:
     return Reader(element.content)
 
 
+def encode_oid(dotted: str) -> bytes:
+    """The DER content octets of an object identifier."""
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+_OID_CACHE: dict[bytes, str] = {}
+
+
 def decode_oid(content: bytes) -> str:
+    """Dotted form of an OID; the common ones are looked up, not decoded."""
+    known = _OID_CACHE.get(content)
+    if known is not None:
+        return known
+    return _decode_oid(content)
+
+
+def remember_oids(*dotted: str) -> None:
+    """Precompute OIDs that verification meets on every call."""
+    for oid in dotted:
+        _OID_CACHE[encode_oid(oid)] = oid
+
+
+def _decode_oid(content: bytes) -> str:
     if not content or content[-1] & 0x80:
         raise DerError("bad object identifier")
     arcs: list[int] = []

@@ -19,6 +19,7 @@ current.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -79,6 +80,10 @@ _ECDSA_SIGNATURES: dict[str, str | None] = {
 }
 
 _STREAM_CHUNK = 1 << 20
+
+der.remember_oids(
+    _SIGNED_DATA, _DATA, *_DIGESTS, *_WEAK_DIGESTS, *_RSA_SIGNATURES, *_ECDSA_SIGNATURES
+)
 
 
 _NAME_LABELS = {"2.5.4.3": "CN", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.6": "C"}
@@ -281,6 +286,7 @@ def strip_signature(data: bytes) -> bytes:
 # Verification ---------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def _issuer_der(cert: x509.Certificate) -> bytes:
     """The issuer Name exactly as encoded in the certificate (the kernel compares bytes)."""
     tbs = der.children(der.Reader(cert.tbs_certificate_bytes).read(der.SEQUENCE))
@@ -368,7 +374,8 @@ def verify_signature(
     if cert is None:
         raise UnknownSigner(signature.signer.describe())
     name = common_name(cert)
-    if fingerprint(cert) in {fingerprint(r) for r in revoked}:
+    revoked_fingerprints = {fingerprint(r) for r in revoked}
+    if revoked_fingerprints and fingerprint(cert) in revoked_fingerprints:
         raise CertificateRevoked(name)
     if not _signature_holds(signature, cert, hash_body(hash_name), algorithm):
         raise BadSignature(name)
