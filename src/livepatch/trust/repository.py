@@ -318,12 +318,12 @@ class MetadataRepository:
             return remaining < self.lifetimes.of(role) / 2
 
         with self._lock():
-            if self._snapshot_disk_version() != self.timestamp.signed.version:
-                self._load()
             if self._dirty:
                 raise RepositoryError(
                     "Unpublished changes are staged; publish them before refreshing."
                 )
+            if self._snapshot_disk_version() != self.timestamp.signed.version:
+                self._load()
             if due(self.root, "root"):
                 self._bump(self.root, "root", now)
                 self._write_root()
