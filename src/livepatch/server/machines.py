@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from livepatch.rollout import Tier
@@ -128,9 +128,19 @@ def deenrol(session: Session, machine_id: str, credential: str, *, now: datetime
     session.delete(machine)
 
 
-def check_in(machine: Machine, *, now: datetime) -> bool:
-    """Note that the machine was seen; True when the row changed."""
-    if now - machine.last_seen < LAST_SEEN_GRANULARITY:
-        return False
-    machine.last_seen = now
-    return True
+def needs_check_in(machine: Machine, *, now: datetime) -> bool:
+    """Whether `last_seen` is stale enough to be worth a write."""
+    return now - machine.last_seen >= LAST_SEEN_GRANULARITY
+
+
+def check_in(session: Session, machine_id: int, *, now: datetime) -> bool:
+    """Note that the machine was seen; True when the row changed.
+
+    A conditional UPDATE, so that concurrent check-ins of one machine write once.
+    """
+    result = session.execute(
+        update(Machine)
+        .where(Machine.id == machine_id, Machine.last_seen < now - LAST_SEEN_GRANULARITY)
+        .values(last_seen=now)
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -185,13 +185,13 @@ def publish(service: Service, publication: Publication) -> PatchInfo:
 
 
 def list_patches(service: Service) -> list[PatchInfo]:
-    with service.transaction() as session:
+    with service.transaction(readonly=True) as session:
         patches = session.scalars(select(Patch).order_by(Patch.id))
         return [_info(p, service.config.policy) for p in patches]
 
 
 def show(service: Service, patch_id: str) -> PatchDetail:
-    with service.transaction() as session:
+    with service.transaction(readonly=True) as session:
         patch = _get(session, patch_id)
         info = _info(patch, service.config.policy)
         outcomes = reports.stage_outcomes(session, patch_id, patch.stage, since=patch.stage_started)

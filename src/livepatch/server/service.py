@@ -67,10 +67,10 @@ class Service:
         return document
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
+    def transaction(self, *, readonly: bool = False, durable: bool = True) -> Iterator[Session]:
         """A database transaction whose storage failures become API errors."""
         try:
-            with self.database.transaction() as session:
+            with self.database.transaction(readonly=readonly, durable=durable) as session:
                 yield session
         except IntegrityError as error:
             raise Conflict(

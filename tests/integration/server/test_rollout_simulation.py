@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tuf.api.metadata import Metadata
+from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
 
 from livepatch.rollout import RolloutState, Stage, Tier, admits, bucket
 from livepatch.server import patches, reports
@@ -44,7 +44,9 @@ def signed_rollout(metadata_dir: Path, target: str) -> RolloutState:
     snapshot_version = timestamp["signed"]["meta"]["snapshot.json"]["version"]
     snapshot = json.loads((metadata_dir / f"{snapshot_version}.snapshot.json").read_bytes())
     version = snapshot["signed"]["meta"]["targets.json"]["version"]
-    targets = Metadata.from_bytes((metadata_dir / f"{version}.targets.json").read_bytes())
+    targets: Metadata[Targets] = Metadata.from_bytes(
+        (metadata_dir / f"{version}.targets.json").read_bytes()
+    )
     root.signed.verify_delegate("targets", targets.signed_bytes, targets.signatures)
     custom = patchmeta.from_signed(targets.signed.targets[target].custom["livepatch"])
     rollout = custom["rollout"]

@@ -89,9 +89,10 @@ def test_nothing_more_to_do_at_all_when_healthy() -> None:
     assert decision.action is Action.NOTHING
 
 
-@pytest.mark.parametrize("kwargs", [{"halted": True}, {"withdrawn": True}])
-def test_halted_and_withdrawn_patches_are_left_alone(kwargs: dict[str, bool]) -> None:
-    decision = decide(rollout(**kwargs), Outcomes(0, 100), T0 + timedelta(days=9))
+@pytest.mark.parametrize(("halted", "withdrawn"), [(True, False), (False, True)])
+def test_halted_and_withdrawn_patches_are_left_alone(halted: bool, withdrawn: bool) -> None:
+    state = rollout(halted=halted, withdrawn=withdrawn)
+    decision = decide(state, Outcomes(0, 100), T0 + timedelta(days=9))
     assert decision.action is Action.NOTHING
 
 

@@ -106,7 +106,7 @@ def report(
         taint=body.taint,
     )
     now = service.clock()
-    with service.transaction() as session:
+    with service.transaction(durable=False) as session:
         machine = machines.authenticate_as(session, machine_id, credential, now=now)
         stage = reports.record(session, machine.machine_id, outcome, now=now)
     service.metrics.inc("livepatch_reports_total", result=body.result)

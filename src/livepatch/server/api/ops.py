@@ -17,7 +17,7 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz", response_model=Health, responses=errors(503), summary="Liveness")
 def healthz(service: ServiceDep) -> Health:
-    with service.transaction() as session:
+    with service.transaction(readonly=True) as session:
         session.execute(text("SELECT 1"))
     return Health(status="ok")
 
@@ -43,7 +43,7 @@ def metrics(service: ServiceDep) -> PlainTextResponse:
 
 
 def gauges(service: Service) -> list[tuple[str, str, dict[Labels, float]]]:
-    with service.transaction() as session:
+    with service.transaction(readonly=True) as session:
         machines = session.execute(select(Machine.tier, func.count()).group_by(Machine.tier))
         by_tier: dict[Labels, float] = {(("tier", t),): float(n) for t, n in machines}
         patches = session.execute(

@@ -41,9 +41,12 @@ def check_in(service: Service, credential: str | None) -> None:
     if credential is None:
         return
     now = service.clock()
-    with service.transaction() as session:
+    with service.transaction(readonly=True) as session:
         machine = machines.authenticate(session, credential, now=now)
-        machines.check_in(machine, now=now)
+        stale = machines.needs_check_in(machine, now=now)
+    if stale:
+        with service.transaction(durable=False) as session:
+            machines.check_in(session, machine.id, now=now)
     service.metrics.inc("livepatch_checkins_total")
 
 

@@ -1,17 +1,26 @@
 """Engines and sessions for SQLite (default) and PostgreSQL, and migrations.
 
 SQLite runs in WAL mode so readers never block the writer, and every
-transaction starts with ``BEGIN IMMEDIATE``: the write lock is taken up
-front, so two enrolments racing for a token's last slot serialise instead
-of both reading "one slot left". On PostgreSQL the same guarantee comes from
+writing transaction starts with ``BEGIN IMMEDIATE``: the write lock is taken
+up front, so two enrolments racing for a token's last slot serialise instead
+of both reading "one slot left". Writers of one process also queue on a
+lock before asking SQLite, whose busy handler would otherwise make them
+sleep in steps of up to 100 ms. Read-only transactions begin DEFERRED and
+never wait for writers. On PostgreSQL the enrolment guarantee comes from
 ``SELECT … FOR UPDATE`` on the token row (see ``machines.py``).
+
+Telemetry (reports, check-ins) may be written non-durably: on PostgreSQL
+such a transaction sets ``synchronous_commit = off``, so a crash can lose
+the last moments of reports but never corrupts anything, and reports do not
+wait for a disk flush each.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +35,7 @@ from livepatch.server.errors import ConfigurationError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT = 30.0
+READONLY = "livepatch_readonly"
 
 
 class Database:
@@ -57,12 +67,24 @@ class Database:
                 f"No driver for {parsed.drivername!r}: use postgresql+psycopg://."
             ) from error
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = threading.Lock()
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session inside one transaction, committed on success."""
-        with self.sessions() as session, session.begin():
+    def transaction(self, *, readonly: bool = False, durable: bool = True) -> Iterator[Session]:
+        """A session inside one transaction, committed on success.
+
+        `readonly` transactions must not write (on SQLite they take no write
+        lock); `durable=False` allows losing the commit on a crash (telemetry).
+        """
+        queue: AbstractContextManager[object] = nullcontext()
+        if self.dialect == "sqlite" and not readonly:
+            queue = self._writer
+        with queue, self.sessions() as session:
+            connection = session.connection(execution_options={READONLY: readonly})
+            if not durable and self.dialect == "postgresql":
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
             yield session
+            session.commit()
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration shipped in the package."""
@@ -94,6 +116,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        readonly = connection.get_execution_options().get(READONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
     return engine
