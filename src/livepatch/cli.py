@@ -1,4 +1,4 @@
-"""`livepatch`: enable, disable, status, refresh, config, daemon.
+"""`livepatch`: enable, disable, status, refresh, config, daemon, notifier.
 
 Parsing and printing only; the work is in ``livepatch.client.commands``.
 Imports stay lazy: ``livepatch status`` must start about as fast as a bare
@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     daemon = sub.add_parser("daemon", help="run the patching service in the foreground")
     daemon.set_defaults(handler=cmd_daemon)
+
+    # Its options belong to livepatch.dbus.notifier, which parses them itself.
+    notifier = sub.add_parser(
+        "notifier",
+        help="show desktop notifications of applied patches (per-user agent)",
+        add_help=False,
+    )
+    notifier.set_defaults(handler=cmd_notifier, passes_options=True)
     return parser
 
 
@@ -168,28 +176,49 @@ def cmd_config(args: argparse.Namespace) -> int:
     from livepatch.client import commands
     from livepatch.client.paths import Paths
 
-    commands.require_root("config")
     paths = Paths.from_environment()
     if args.assignments:
+        commands.require_root("config", purpose="to change settings")
         commands.set_config(paths, args.assignments)
-    else:
-        sys.stdout.write(commands.show_config(paths))
+        return 0
+    shown = commands.show_config(paths)
+    sys.stdout.write(shown.text)
+    if shown.redacted:
+        print(
+            f"{PROGRAM}: passwords are shown as REDACTED; run `sudo livepatch config` to see them.",
+            file=sys.stderr,
+        )
     return 0
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     import asyncio
 
+    from livepatch import motd
     from livepatch.client import commands
     from livepatch.client.daemon import Daemon, default_bus
 
     commands.require_root("daemon")
-    asyncio.run(Daemon(_runtime(), bus=default_bus()).run())
+    daemon = Daemon(_runtime(), bus=default_bus(), motd=motd.fragment_path(), isolate=True)
+    asyncio.run(daemon.run())
     return 0
 
 
+def cmd_notifier(args: argparse.Namespace) -> int:
+    # Imported here only: dbus-fast and asyncio stay out of every other command.
+    from livepatch.dbus.notifier import main as notifier_main
+
+    return notifier_main([*args.options, *(["--debug"] if args.debug else [])])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passes_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.options = extra
+    if args.command == "notifier":
+        return int(args.handler(args))  # it configures logging and reports errors itself
     configure_logging(args.debug)
     if args.command == "daemon" and not args.debug:
         import logging

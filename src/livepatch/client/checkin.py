@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -122,7 +122,12 @@ class CheckIn:
                 source = self.rt.metadata(config, self.rt.paths, credential)
                 source.refresh()
                 patches = source.patches()
-                loaded = {name for name, s in self.rt.kernel.loaded().items() if s.enabled}
+                # A patch still in transition is not applied yet (it may never be).
+                loaded = {
+                    name
+                    for name, status in self.rt.kernel.loaded().items()
+                    if status.enabled and not status.transition
+                }
                 decision = plan(
                     patches,
                     kernel_key=key,
@@ -138,7 +143,8 @@ class CheckIn:
             state = self._save(transitions.planned(state, decision, key, now))
             if not isinstance(decision, Apply):
                 return Outcome(state)
-            outcome = self._apply(state, decision.patch, source, key, now)
+            target = _finish_first(state, decision.patch, patches)
+            outcome = self._apply(state, target, source, key, now)
             state = self._flush_reports(outcome.state, service, credential)
             return replace(outcome, state=state)
 
@@ -184,6 +190,7 @@ class CheckIn:
             failed = transitions.apply_failed(state, error_record(error), report)
             return Outcome(self._save(failed), error, failed=patch)
         module = self._stage_module(patch, data)
+        earlier = state.applying
         state = self._save(transitions.applying(state, record))
         started = time.monotonic()
         try:
@@ -199,7 +206,12 @@ class CheckIn:
                 _ms(started),
                 self._taint(),
             )
-            failed = transitions.apply_failed(state, error_record(error), report)
+            # A stalled transition leaves the patch in the kernel, still applying.
+            stalled = record if error.code == "transition-stalled" else earlier
+            failed = transitions.apply_failed(
+                state, error_record(error), report, still_applying=stalled
+            )
+            failed = transitions.reconcile(failed, key, self.rt.kernel.loaded())
             return Outcome(self._save(failed), error, failed=patch)
         report = Report(patch.patch_id, key, "applied", None, None, _ms(started), self._taint())
         state = self._save(transitions.apply_succeeded(state, record, report))
@@ -223,6 +235,19 @@ class CheckIn:
             return self.rt.kernel.taint()
         except (LivepatchError, OSError):
             return 0
+
+
+def _finish_first(state: State, wanted: PatchInfo, patches: Sequence[PatchInfo]) -> PatchInfo:
+    """The patch to load now: one still in transition from an earlier check comes first.
+
+    The kernel runs one transition at a time; loading `wanted` while another
+    patch is in transition would be refused, so wait for that one instead
+    (loading it again waits for its transition) and move on next check.
+    """
+    pending = state.applying
+    if pending is None or pending.module_name == wanted.module_name:
+        return wanted
+    return next((p for p in patches if p.patch_id == pending.patch_id), wanted)
 
 
 def _ms(started: float) -> int:

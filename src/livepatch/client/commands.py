@@ -22,6 +22,7 @@ from livepatch.client.errors import (
     NeedsRoot,
     NotConfigured,
     NotEnabled,
+    SettingsNeedRoot,
     UnsupportedKernel,
 )
 from livepatch.client.host import hostname, machine_id, read_host
@@ -34,9 +35,11 @@ from livepatch.errors import LivepatchError
 log = logging.getLogger(__name__)
 
 
-def require_root(command: str, geteuid: Callable[[], int] | None = None) -> None:
+def require_root(
+    command: str, geteuid: Callable[[], int] | None = None, *, purpose: str = ""
+) -> None:
     if (geteuid or os.geteuid)() != 0:
-        raise NeedsRoot(command)
+        raise NeedsRoot(command, purpose)
 
 
 def daemon_running(paths: Paths) -> bool:
@@ -53,8 +56,8 @@ def status(rt: Runtime) -> dict[str, Any]:
         log.debug("status without reconciling with the kernel: %s", error)
         identity = rt.kernel.identity()
     try:
-        config = settings.load(rt.paths.config)
-    except (PermissionError, LivepatchError):
+        config = readable_config(rt.paths)
+    except LivepatchError:
         config = settings.Config()
     return document(
         state,
@@ -184,8 +187,28 @@ def refresh(rt: Runtime) -> tuple[dict[str, Any], LivepatchError | None]:
     return status(rt), outcome.error
 
 
-def show_config(paths: Paths) -> str:
-    return settings.render(settings.load(paths.config))
+def readable_config(paths: Paths) -> settings.Config:
+    """The settings: all of them for root, the public copy (secrets redacted) for others."""
+    try:
+        return settings.load(paths.config)
+    except PermissionError:
+        pass
+    if paths.config.exists() and not paths.config_public.exists():
+        raise SettingsNeedRoot()
+    return settings.load_public(paths.config)
+
+
+@dataclass(frozen=True)
+class ShownConfig:
+    text: str
+    redacted: bool
+    """Some value is shown as REDACTED because only root may read it."""
+
+
+def show_config(paths: Paths) -> ShownConfig:
+    config = readable_config(paths)
+    hidden = any(settings.REDACTED in str(value) for value in settings.to_mapping(config).values())
+    return ShownConfig(settings.render(config), hidden)
 
 
 def set_config(paths: Paths, assignments: Sequence[str]) -> str:

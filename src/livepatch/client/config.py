@@ -4,6 +4,11 @@ Keys and the print format follow canonical-livepatch's ``config`` because the
 Ubuntu Pro client writes them and reads them back (see COMPAT.md). An empty
 value unsets a key. Values that span lines (a PEM in ca-certs) print as one
 JSON-quoted line so the ``KEY: value`` shape holds.
+
+Two files: ``config.json`` (0600, every value as given: proxy URLs may carry
+passwords) and ``config.public.json`` beside it (0644, the same settings with
+passwords in URLs replaced by ``REDACTED``), so ``livepatch config`` and
+``livepatch status`` work without root.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from livepatch.client.errors import InvalidConfig
 from livepatch.client.store import write_atomic
@@ -21,6 +26,8 @@ from livepatch.rollout import Tier
 
 DEFAULT_CHECK_INTERVAL = 60
 PEM_MARKER = "-----BEGIN CERTIFICATE-----"
+REDACTED = "REDACTED"
+PUBLIC_SUFFIX = ".public.json"
 
 
 @dataclass(frozen=True)
@@ -148,5 +155,38 @@ def load(path: Path) -> Config:
     return from_mapping(data)
 
 
+def public_path(path: Path) -> Path:
+    """The world-readable copy of the settings file at `path`, secrets removed."""
+    return path.with_name(path.name.removesuffix(".json") + PUBLIC_SUFFIX)
+
+
+def redact_url(value: str) -> str:
+    """`value` with the password of its user-info part replaced, if it has one."""
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+
+
+def redact(config: Config) -> Config:
+    """`config` without secrets: passwords in URLs are replaced by REDACTED."""
+    return dataclasses.replace(
+        config,
+        remote_server=redact_url(config.remote_server),
+        http_proxy=redact_url(config.http_proxy),
+        https_proxy=redact_url(config.https_proxy),
+    )
+
+
 def save(path: Path, config: Config) -> None:
+    """Write the private settings (0600), then their redacted public copy (0644)."""
     write_atomic(path, json.dumps(to_mapping(config), indent=2).encode() + b"\n", mode=0o600)
+    public = json.dumps(to_mapping(redact(config)), indent=2).encode() + b"\n"
+    write_atomic(public_path(path), public, mode=0o644)
+
+
+def load_public(path: Path) -> Config:
+    """The settings as anyone may read them (secrets redacted); defaults when unset."""
+    return load(public_path(path))

@@ -18,6 +18,7 @@ import random
 import signal
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from livepatch.client import commands, transitions
@@ -62,8 +63,15 @@ class Daemon:
         bus: BusFactory | None = None,
         bus_address: str | None = None,
         draw: Callable[[], float] = random.random,
+        motd: Path | None = None,
+        isolate: bool = False,
     ) -> None:
+        """`motd`: where to keep the login-message fragment (None: write none).
+        `isolate`: run each check-in in a forked child (see ``isolation``), so the
+        modules it imports never stay in the daemon."""
         self.rt = runtime
+        self.motd = motd
+        self.isolate = isolate
         self.checkin = CheckIn(runtime)
         self.bus_factory = bus
         self.bus_address = bus_address
@@ -86,6 +94,7 @@ class Daemon:
                 log.info("removed %s left by an interrupted write", leftover.name)
             await asyncio.to_thread(self.checkin.reconcile)
             self._doc = await asyncio.to_thread(commands.status, self.rt)
+            self._write_motd()
             server = await self._serve_control()
             await self._start_bus()
             loop = asyncio.get_running_loop()
@@ -154,7 +163,12 @@ class Daemon:
         """Run one check-in in a worker thread, schedule the next, publish the result."""
         async with self._check_lock:
             try:
-                outcome = await asyncio.to_thread(self.checkin.run)
+                if self.isolate:
+                    from livepatch.client.isolation import run_forked
+
+                    outcome = await asyncio.to_thread(run_forked, self.checkin.run, self._state)
+                else:
+                    outcome = await asyncio.to_thread(self.checkin.run)
             except NotEnabled as error:
                 outcome = Outcome(self._state(), error)
             except LivepatchError as error:
@@ -184,6 +198,7 @@ class Daemon:
             log.error("cannot build the status document: %s", error)
             return
         notify("STATUS=" + self._summary())
+        self._write_motd()
         if self.bus is None:
             return
         try:
@@ -195,6 +210,17 @@ class Daemon:
                 self.bus.patch_failed(outcome.failed.patch_id, str(outcome.error))
         except Exception as error:  # the bus is a convenience, never a reason to stop
             log.warning("D-Bus update failed: %s", error)
+
+    def _write_motd(self) -> None:
+        """Re-render the login-message fragment from the current status document."""
+        if self.motd is None:
+            return
+        from livepatch import motd
+
+        try:
+            motd.write_fragment(self.motd, motd.render(self._doc, self.rt.clock()))
+        except OSError as error:
+            log.warning("cannot write the login message fragment %s: %s", self.motd, error)
 
     def _summary(self) -> str:
         status = (self._doc.get("Status") or [{}])[0]
@@ -238,6 +264,7 @@ class Daemon:
             return answer
         if command == "reload":
             self._doc = await asyncio.to_thread(commands.status, self.rt)
+            self._write_motd()
             self._wake.set()
             if self.bus is not None:
                 self.bus.status_changed(self._doc)

@@ -37,8 +37,19 @@ class NeedsRoot(ClientError):
     code = "needs-root"
     exit_code = 4
 
-    def __init__(self, command: str) -> None:
-        super().__init__(f"`livepatch {command}` needs root; run it again with sudo.")
+    def __init__(self, command: str, purpose: str = "") -> None:
+        purpose = f" {purpose}" if purpose else ""
+        super().__init__(f"`livepatch {command}` needs root{purpose}; run it again with sudo.")
+
+
+class SettingsNeedRoot(ClientError):
+    code = "needs-root"
+    exit_code = 4
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The settings are readable by root only; run `sudo livepatch config` to see them."
+        )
 
 
 class NotConfigured(ClientError):

@@ -41,6 +41,11 @@ class Paths:
         return self.root / "config.json"
 
     @property
+    def config_public(self) -> Path:
+        """The settings without secrets (0644), for `livepatch config` without root."""
+        return self.root / "config.public.json"
+
+    @property
     def lock(self) -> Path:
         """Serialises changes to state between the daemon and the command line."""
         return self.root / "lock"

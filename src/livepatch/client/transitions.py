@@ -107,7 +107,18 @@ def _live(status: ModuleStatus | None) -> bool:
 
 
 def planned(state: State, plan: Plan, kernel_key: str, now: datetime) -> State:
-    """Record a successful check's decision (before any apply starts)."""
+    """Record a successful check's decision (before any apply starts).
+
+    While a patch is still in transition (``applying``) the state stays
+    ``applying`` whatever the decision: the kernel has not finished it.
+    """
+    decided = _decided(state, plan, kernel_key, now)
+    if state.applying is not None:
+        return replace(decided, patch_state=PatchState.APPLYING)
+    return decided
+
+
+def _decided(state: State, plan: Plan, kernel_key: str, now: datetime) -> State:
     base = replace(
         state,
         kernel=kernel_key,
@@ -165,12 +176,24 @@ def apply_succeeded(state: State, patch: PatchRecord, report: Report) -> State:
     )
 
 
-def apply_failed(state: State, error: ErrorRecord, report: Report | None) -> State:
-    """The kernel or our checks refused the patch; the previous patch, if any, stays."""
+def apply_failed(
+    state: State,
+    error: ErrorRecord,
+    report: Report | None,
+    *,
+    still_applying: PatchRecord | None = None,
+) -> State:
+    """The kernel or our checks refused the patch; the previous patch, if any, stays.
+
+    `still_applying` is a patch the kernel may still hold in transition: the
+    one that stalled, or one left in transition by an earlier check. The
+    caller reconciles the result with the kernel, which keeps it as
+    ``applying`` while the kernel has it in transition and drops it otherwise.
+    """
     reports = state.pending_reports if report is None else (*state.pending_reports, report)
     return replace(
         state,
-        applying=None,
+        applying=still_applying,
         patch_state=PatchState.APPLY_FAILED,
         errors=(error,),
         pending_reports=reports,

@@ -1,6 +1,7 @@
-"""`python -m tests.integration.client.crash_daemon STATE KERNEL CATALOG`: the real Daemon
-over a FileKernel and in-process fakes for the service; the patches on offer are
-read from CATALOG (one version number) at each check-in."""
+"""`python -m tests.integration.client.crash_daemon STATE KERNEL CATALOG [isolate]`: the
+real Daemon over a FileKernel and in-process fakes for the service; the patches on
+offer are read from CATALOG (one version number) at each check-in. With `isolate`
+each check-in runs in a forked child, as `livepatch daemon` does."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def runtime(state: Path, kernel: Path, catalog: Path) -> Runtime:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     state, kernel, catalog = (Path(arg) for arg in sys.argv[1:4])
-    asyncio.run(Daemon(runtime(state, kernel, catalog)).run())
+    isolate = sys.argv[4:5] == ["isolate"]
+    asyncio.run(Daemon(runtime(state, kernel, catalog), isolate=isolate).run())
 
 
 if __name__ == "__main__":

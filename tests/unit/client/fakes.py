@@ -85,6 +85,9 @@ class FakeKernel:
     loadable_error: LivepatchError | None = None
     loads: list[str] = field(default_factory=list)
     unloaded: list[str] = field(default_factory=list)
+    stall: int = 0
+    """Leave this many loads in transition and raise TransitionStalled, as a
+    kernel does when a task keeps running the old code past the timeout."""
 
     def identity(self) -> KernelFacts:
         return KernelFacts(self.release, self.key, "amd64")
@@ -104,7 +107,21 @@ class FakeKernel:
         self.loads.append(name)
         if self.load_error is not None:
             raise self.load_error
+        if self.stall > 0:
+            from livepatch.kernel import TransitionStalled
+
+            self.stall -= 1
+            self.modules[name] = ModuleStatus(enabled=True, transition=True)
+            raise TransitionStalled(
+                name, target="patched", timeout=60.0, tasks=[], tasks_known=False, state=None
+            )
         self.modules = {name: ModuleStatus(enabled=True, transition=False)}
+
+    def finish_transitions(self) -> None:
+        """The stalled tasks moved on: every transition completes (atomic replace)."""
+        done = [name for name, status in self.modules.items() if status.transition]
+        if done:
+            self.modules = {name: ModuleStatus(enabled=True, transition=False) for name in done}
 
     def disable(self, name: str) -> None:
         self.modules[name] = ModuleStatus(enabled=False, transition=False)

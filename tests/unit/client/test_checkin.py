@@ -253,3 +253,57 @@ def test_status_reconciles_with_the_live_kernel_without_writing(world):
     assert doc["Status"][0]["Livepatch"]["State"] == "unapplied"
     assert doc["Status"][0]["Kernel"] == KERNEL
     assert world.paths.state.read_bytes() == before
+
+
+def test_stalled_transition_is_never_recorded_as_applied(world):
+    """The kernel keeps a stalled patch in transition: the state says applying, and
+    later checks wait for it again rather than calling it applied."""
+    p3 = patch("3")
+    world.metadata.patches_list = [p3]
+    world.kernel.stall = 2
+    first = commands.enable(world.runtime(), "good-token").outcome
+    assert first.error.code == "transition-stalled" and first.failed == p3
+    saved = state(world)
+    assert saved.applied is None and saved.applying.patch_id == p3.patch_id
+    assert saved.patch_state is PatchState.APPLYING
+    assert saved.errors[0].code == "transition-stalled"
+    assert commands.status(world.runtime())["Status"][0]["Livepatch"]["State"] == "applying"
+
+    second = CheckIn(world.runtime()).run()  # still stalled: waited again, still not applied
+    assert second.error.code == "transition-stalled"
+    assert world.kernel.loads == [p3.module_name, p3.module_name]
+    assert state(world).applied is None and state(world).patch_state is PatchState.APPLYING
+
+    world.kernel.finish_transitions()  # the blocking task moved on
+    doc = commands.status(world.runtime())
+    assert doc["Status"][0]["Livepatch"]["State"] == "applied"
+    third = CheckIn(world.runtime()).run()
+    assert third.error is None
+    saved = state(world)
+    assert saved.applied.patch_id == p3.patch_id and saved.applying is None
+    assert saved.patch_state is PatchState.APPLIED
+    assert [r.result for r in world.service.reports] == ["failed", "failed", "applied"]
+
+
+def test_a_newer_patch_waits_for_the_one_still_in_transition(world):
+    p3, p4 = patch("3"), patch("4")
+    world.metadata.patches_list = [p3]
+    world.kernel.stall = 1
+    enrol(world)
+    world.metadata.patches_list.append(p4)
+    outcome = CheckIn(world.runtime()).run()  # p3 completes first; p4 is not loaded over it
+    assert outcome.applied == p3
+    assert world.kernel.loads == [p3.module_name, p3.module_name]
+    outcome = CheckIn(world.runtime()).run()
+    assert outcome.applied == p4
+    assert state(world).applied.patch_id == p4.patch_id
+
+
+def test_stalled_patch_reversed_by_the_administrator_is_not_applying(world):
+    world.metadata.patches_list = [patch("3")]
+    world.kernel.stall = 1
+    enrol(world)
+    world.kernel.modules = {}  # echo 0 > enabled reversed the transition, then rmmod
+    doc = commands.status(world.runtime())
+    assert doc["Status"][0]["Livepatch"]["State"] == "unapplied"
+    assert doc["Applied-Patches"] == []

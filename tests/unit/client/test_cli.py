@@ -103,11 +103,16 @@ def test_unsupported_kernel_message(wired, capsys):
 
 def test_commands_that_need_root_say_so(wired, monkeypatch, capsys):
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    for argv in (["enable", "t"], ["disable"], ["refresh"], ["config"], ["daemon"]):
+    for argv in (["enable", "t"], ["disable"], ["refresh"], ["daemon"]):
         code, _, err = run(capsys, *argv)
         assert code == 4
         expected = f"livepatch: `livepatch {argv[0]}` needs root; run it again with sudo."
         assert err.strip() == expected
+    code, _, err = run(capsys, "config", "tier=stable")
+    assert code == 4
+    assert err.strip() == (
+        "livepatch: `livepatch config` needs root to change settings; run it again with sudo."
+    )
 
 
 def test_config_set_and_show(wired, capsys):

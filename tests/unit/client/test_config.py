@@ -101,3 +101,39 @@ def test_garbage_config_file_is_reported(tmp_path, content):
     path.write_text(content)
     with pytest.raises(InvalidConfig):
         c.load(path)
+
+
+def test_the_public_copy_redacts_passwords_and_is_world_readable(tmp_path):
+    path = tmp_path / "config.json"
+    config = c.assign(
+        c.Config(),
+        [
+            ("https-proxy", "http://alice:s3cret@proxy.test:3128"),
+            ("http-proxy", "http://proxy.test:3128"),
+            ("remote-server", "https://patches.test"),
+        ],
+    )
+    c.save(path, config)
+    public = c.public_path(path)
+    assert public == tmp_path / "config.public.json"
+    assert stat.S_IMODE(os.stat(public).st_mode) == 0o644
+    assert "s3cret" not in public.read_text()
+    shown = c.load_public(path)
+    assert shown.https_proxy == "http://alice:REDACTED@proxy.test:3128"
+    assert shown.http_proxy == "http://proxy.test:3128"
+    assert shown.remote_server == "https://patches.test"
+    assert c.load(path) == config  # the private file keeps the password
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://proxy.test:3128", "http://proxy.test:3128"),
+        ("http://bob@proxy.test", "http://bob@proxy.test"),
+        ("http://bob:pw@proxy.test:8080/x", "http://bob:REDACTED@proxy.test:8080/x"),
+        ("http://:pw@proxy.test", "http://:REDACTED@proxy.test"),
+        ("", ""),
+    ],
+)
+def test_redact_url(url, shown):
+    assert c.redact_url(url) == shown

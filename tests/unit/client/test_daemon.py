@@ -190,3 +190,57 @@ def test_sd_notify_sends_a_datagram(tmp_path):
         assert server.recv(100) == b"READY=1"
     assert not notify("READY=1", {})
     assert not notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "missing")})
+
+
+def test_motd_fragment_is_written_on_start_after_each_check_and_on_reload(world, tmp_path):
+    enrolled(world)
+    rt = real_time(world)
+    fragment = tmp_path / "run" / "motd"
+
+    async def scenario() -> list[str]:
+        texts = []
+        daemon = Daemon(rt, motd=fragment)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: rt.paths.control.exists())
+        texts.append(fragment.read_text())
+        world.metadata.patches_list = [patch("3")]
+        await asyncio.to_thread(control.request, rt.paths.control, "refresh")
+        texts.append(fragment.read_text())
+        await asyncio.to_thread(commands.disable, rt, unload=True)  # asks the daemon to reload
+        texts.append(fragment.read_text())
+        daemon.stop()
+        await task
+        return texts
+
+    started, checked, disabled = asyncio.run(scenario())
+    assert started.startswith("#livepatch-motd v1 written=")
+    assert "kernel 6.1.0-56-amd64 gets no more fixes" in started  # nothing published yet
+    assert "kernel 6.1.0-56-amd64 is fully patched — 1 fix, last check @AGO@." in checked
+    assert "Livepatch is not enabled on this machine" in disabled
+    assert os.stat(fragment).st_mode & 0o777 == 0o644
+
+
+def test_isolated_check_ins_report_failures_like_in_process_ones(world):
+    """In a forked child the in-memory fakes' changes stay in the child, but the
+    outcome (and the state file) come back: a signature failure is reported."""
+    enrolled(world)
+    p = patch("3")
+    world.metadata.patches_list = [p]
+    world.metadata.tampered.add(p.patch_id)
+    rt = real_time(world)
+
+    async def scenario() -> dict:
+        daemon = Daemon(rt, isolate=True)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: rt.paths.control.exists())
+        answer = await asyncio.to_thread(control.request, rt.paths.control, "refresh")
+        daemon.stop()
+        await task
+        return answer
+
+    answer = asyncio.run(scenario())
+    assert answer["ok"] is False
+    assert answer["error"]["code"] == "signature-failure"
+    assert answer["status"]["Status"][0]["Livepatch"]["State"] == "apply-failed"
+    assert StateFile(rt.paths.state).load().errors[0].code == "signature-failure"
+    assert world.kernel.loads == []

@@ -111,6 +111,24 @@ def test_apply_failure_keeps_the_previous_patch():
     assert failed.pending_reports == (report,)
 
 
+def test_a_patch_in_transition_keeps_the_state_applying_whatever_the_plan():
+    now = datetime(2026, 8, 2, tzinfo=UTC)
+    moving = t.applying(base(applied=P3), P4)
+    for decision in (UpToDate(patch("3")), NothingToApply(), Apply(patch("4"))):
+        assert t.planned(moving, decision, KERNEL, now).patch_state is PatchState.APPLYING
+
+
+def test_stalled_apply_stays_applying_only_while_the_kernel_holds_it():
+    state = t.applying(base(applied=P3), P4)
+    error = ErrorRecord("transition-stalled", "stalled")
+    stalled = t.apply_failed(state, error, None, still_applying=P4)
+    held = t.reconcile(stalled, KERNEL, {P3.module_name: LIVE, P4.module_name: MOVING})
+    assert held.applying == P4 and held.applied == P3
+    assert held.patch_state is PatchState.APPLYING and held.errors == (error,)
+    gone = t.reconcile(stalled, KERNEL, {P3.module_name: LIVE})
+    assert gone.applying is None and gone.patch_state is PatchState.APPLY_FAILED
+
+
 def test_check_failure_counts_and_success_resets():
     state = t.check_failed(base(), ErrorRecord("service-unreachable", "down"), T0)
     state = t.check_failed(state, ErrorRecord("service-unreachable", "down"), T0)
