@@ -160,3 +160,35 @@ def test_status_path_imports_no_heavy_modules(tmp_path):
         check=False,
     )
     assert "HEAVY []" in result.stderr, result.stderr
+
+
+def test_notifier_hands_its_options_to_the_agent(monkeypatch):
+    import livepatch.dbus.notifier as agent
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(agent, "main", lambda argv: calls.append(list(argv)) or 0)
+    assert cli.main(["notifier", "--coalesce", "3", "--state", "/tmp/n.json"]) == 0
+    assert cli.main(["--debug", "notifier", "--retry", "5"]) == 0
+    assert calls == [
+        ["--coalesce", "3", "--state", "/tmp/n.json"],
+        ["--retry", "5", "--debug"],
+    ]
+
+
+def test_other_commands_still_refuse_unknown_options(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["status", "--coalesce", "3"])
+    assert caught.value.code == 2
+    assert "unrecognized arguments: --coalesce 3" in capsys.readouterr().err
+
+
+def test_notifier_help_is_the_agents_own():
+    result = subprocess.run(
+        [sys.executable, "-m", "livepatch.cli", "notifier", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: livepatch notifier")
+    assert "--coalesce SECONDS" in result.stdout
