@@ -109,9 +109,7 @@ def test_applied_and_failed_patches_reach_the_desktop_and_the_motd(
         return await asyncio.to_thread(control.request, rt.paths.control, "refresh")
 
     async def scenario() -> None:
-        daemon = Daemon(
-            rt, bus=LivepatchBusService, bus_address=system_bus.address, motd=fragment
-        )
+        daemon = Daemon(rt, bus=LivepatchBusService, bus_address=system_bus.address, motd=fragment)
         task = asyncio.create_task(daemon.run())
         reader = await MessageBus(bus_address=system_bus.address).connect()
         try:
