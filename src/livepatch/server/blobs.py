@@ -10,6 +10,7 @@ touching callers.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -57,8 +58,9 @@ class BlobStore(Protocol):
         """Keys under `prefix` (a directory-like prefix ending in '/', or '')."""
 
 
+@functools.lru_cache(maxsize=4096)
 def check_key(key: str) -> str:
-    """`key` if every '/'-separated segment is a plain file name."""
+    """`key` if every '/'-separated segment is a plain file name (valid keys are memoised)."""
     segments = key.split("/")
     if not all(_SEGMENT.fullmatch(s) for s in segments) or len(key) > 1024:
         raise InvalidKey(key)
@@ -70,6 +72,7 @@ class DirectoryBlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._prefix = f"{root}/"
 
     def path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -97,7 +100,7 @@ class DirectoryBlobStore:
 
     def stat(self, key: str) -> BlobInfo | None:
         try:
-            st = os.stat(self.path(key))
+            st = os.stat(self._prefix + check_key(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not stat.S_ISREG(st.st_mode):

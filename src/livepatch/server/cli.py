@@ -28,6 +28,7 @@ from livepatch.server.errors import ConfigurationError
 from livepatch.server.service import Service
 
 PROGRAM = "livepatch-server"
+MAX_DEFAULT_WORKERS = 8
 
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +83,8 @@ def serve(args: argparse.Namespace) -> int:
         log_level="debug" if args.debug else "warning",
         access_log=args.debug,
         server_header=False,
+        # Client addresses are not used: skip the X-Forwarded-* rewriting per request.
+        proxy_headers=False,
     )
     return 0
 
@@ -96,6 +99,15 @@ def migrate(args: argparse.Namespace) -> int:
         service.close()
     print(f"{PROGRAM}: the database is at the newest schema.")
     return 0
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may run on, capped.
+
+    Each worker keeps its own database connections; the cap keeps a big
+    machine within PostgreSQL's default connection limit.
+    """
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WORKERS))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
     serve_parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
-    serve_parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help=f"worker processes (default: one per CPU, at most {MAX_DEFAULT_WORKERS})",
+    )
     serve_parser.set_defaults(handler=serve)
 
     migrate_parser = commands.add_parser("migrate", help="upgrade the database schema")

@@ -28,6 +28,7 @@ from livepatch.server.tokens import find_token
 
 LAST_SEEN_GRANULARITY = timedelta(minutes=1)
 """A check-in updates ``last_seen`` at most this often, to keep check-ins read-mostly."""
+EXPIRED = "The machine credential expired: enrol the machine again with its token."
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,7 @@ def authenticate(session: Session, credential: str, *, now: datetime) -> Machine
     if machine is None or not secrets.matches(credential, machine.credential_digest):
         raise Unauthenticated()
     if machine.credential_expires <= now:
-        raise Unauthenticated(
-            "The machine credential expired: enrol the machine again with its token."
-        )
+        raise Unauthenticated(EXPIRED)
     return machine
 
 

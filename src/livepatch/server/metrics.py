@@ -8,7 +8,7 @@ time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -35,6 +35,18 @@ class Metrics:
         with self._lock:
             series = self._values[name]
             series[key] = series.get(key, 0.0) + amount
+
+    def counter(self, name: str, **labels: str) -> Callable[[], None]:
+        """An increment-by-one of one series, with its labels resolved once (for hot paths)."""
+        series = self._values[name]
+        key = tuple(sorted(labels.items()))
+        lock = self._lock
+
+        def increment() -> None:
+            with lock:
+                series[key] = series.get(key, 0.0) + 1.0
+
+        return increment
 
     def value(self, name: str, **labels: str) -> float:
         with self._lock:

@@ -18,13 +18,16 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from livepatch.server import machines, reports
 from livepatch.server.blobs import BlobStore, DirectoryBlobStore
+from livepatch.server.checkins import CheckIns
 from livepatch.server.config import ServerConfig
 from livepatch.server.errors import Conflict, ServerError
 from livepatch.server.metrics import Metrics
 from livepatch.server.publishing import Publisher
 from livepatch.server.static import StaticFiles
 from livepatch.server.storage.database import Database
+from livepatch.server.telemetry import TelemetryWriter
 
 Clock = Callable[[], datetime]
 
@@ -56,6 +59,10 @@ class Service:
         self.store: BlobStore = store or DirectoryBlobStore(config.blob_dir)
         self.static = StaticFiles(self.store)
         self.metrics = Metrics()
+        self.telemetry = TelemetryWriter(self.database, self._record_report, _storage_error)
+        self.checkins = CheckIns(
+            lambda: self.transaction(readonly=True), self.telemetry, self.metrics, clock
+        )
 
     @cached_property
     def publisher(self) -> Publisher:
@@ -72,12 +79,31 @@ class Service:
         try:
             with self.database.transaction(readonly=readonly, durable=durable) as session:
                 yield session
-        except IntegrityError as error:
-            raise Conflict(
-                "Another request changed the same record at the same time: try again."
-            ) from error
-        except OperationalError as error:
-            raise Busy() from error
+        except (IntegrityError, OperationalError) as error:
+            raise _storage_error(error) from error
+
+    def _record_report(
+        self, machine_id: str, credential: str, outcome: reports.Outcome, now: datetime
+    ) -> str:
+        """One report in its own transaction: the telemetry writer's slow path."""
+        with self.transaction(durable=False) as session:
+            machine = machines.authenticate_as(session, machine_id, credential, now=now)
+            return reports.record(session, machine.machine_id, outcome, now=now)
 
     def close(self) -> None:
+        self.checkins.close()
+        self.telemetry.close()
         self.database.dispose()
+
+
+def _storage_error(error: BaseException) -> BaseException:
+    """The API error for a storage failure (others are returned unchanged)."""
+    if isinstance(error, IntegrityError):
+        conflict = Conflict("Another request changed the same record at the same time: try again.")
+        conflict.__cause__ = error
+        return conflict
+    if isinstance(error, OperationalError):
+        busy = Busy()
+        busy.__cause__ = error
+        return busy
+    return error

@@ -5,7 +5,8 @@ the timestamp (and an unversioned root) may change at any time, so they get
 a short max-age; versioned metadata (``N.targets.json``) and
 consistent-snapshot targets (``<sha256>.<name>``) never change, so they are
 immutable. The path taken by an up-to-date client (If-None-Match → 304)
-costs one stat and a dictionary lookup: no database, no hashing.
+costs one stat and a dictionary lookup: no database, no hashing, and the
+answer's headers are built once per file version.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 from livepatch.server.blobs import BlobStore, check_key
@@ -26,47 +28,66 @@ _HASHED_TARGET = re.compile(r"(?:.*/)?[0-9a-f]{64}\.[^/]+")
 
 
 @dataclass(frozen=True)
-class Entry:
-    version: str
-    etag: bytes
-    body: bytes
-    content_type: bytes
-    cache_control: bytes
-
-
-@dataclass(frozen=True)
 class StaticResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
 
 
-class StaticFiles:
-    """Metadata (``metadata/``) and targets (``targets/``) from a blob store, cached."""
+@dataclass(eq=False)
+class Entry:
+    """A cached file with its three possible answers built once."""
 
-    def __init__(self, store: BlobStore, *, max_cached_bytes: int = 64 * 1024 * 1024) -> None:
+    version: str
+    etag: bytes
+    body: bytes
+    not_modified: StaticResponse
+    full: StaticResponse
+    head: StaticResponse
+    checked: float
+    """When the store last confirmed this version (time.monotonic())."""
+
+
+class StaticFiles:
+    """Metadata (``metadata/``) and targets (``targets/``) from a blob store, cached.
+
+    `revalidate` is how long (seconds) a cached file is served without asking
+    the store whether it changed: 0 asks every time, which is right for a
+    local directory (a stat); a remote object store gets a second or so,
+    which clients and caches cannot tell from network delay.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        max_cached_bytes: int = 64 * 1024 * 1024,
+        revalidate: float = 0.0,
+    ) -> None:
         self.store = store
         self.max_cached_bytes = max_cached_bytes
+        self.revalidate = revalidate
         self._cache: dict[str, Entry] = {}
         self._cached_bytes = 0
         self._lock = threading.Lock()
 
     def entry(self, area: str, path: str) -> Entry:
-        key = check_key(f"{area}/{path}")
-        info = self.store.stat(key)
-        if info is None:
-            raise NotFound(f"There is no {area} file {path!r}: refresh from timestamp.json.")
+        key = f"{area}/{path}"
         cached = self._cache.get(key)
+        if cached is not None and self.revalidate:
+            now = time.monotonic()
+            if now - cached.checked < self.revalidate:
+                return cached
+        info = self.store.stat(check_key(key))
+        if info is None:
+            if cached is not None:
+                self._forget(key)
+            raise NotFound(f"There is no {area} file {path!r}: refresh from timestamp.json.")
         if cached is not None and cached.version == info.version:
+            cached.checked = time.monotonic()
             return cached
         body = self.store.get(key)
-        entry = Entry(
-            version=info.version,
-            etag=f'"{hashlib.sha256(body).hexdigest()}"'.encode(),
-            body=body,
-            content_type=b"application/json" if area == "metadata" else b"application/octet-stream",
-            cache_control=_cache_control(area, path),
-        )
+        entry = _entry(area, path, info.version, body)
         with self._lock:
             previous = self._cache.pop(key, None)
             if previous is not None:
@@ -82,17 +103,37 @@ class StaticFiles:
         self, area: str, path: str, if_none_match: bytes | None, *, head: bool = False
     ) -> StaticResponse:
         entry = self.entry(area, path)
-        headers = [
-            (b"etag", entry.etag),
-            (b"cache-control", entry.cache_control),
-        ]
-        if if_none_match is not None and etag_matches(if_none_match, entry.etag):
-            return StaticResponse(304, headers, b"")
-        headers += [
-            (b"content-type", entry.content_type),
-            (b"content-length", str(len(entry.body)).encode()),
-        ]
-        return StaticResponse(200, headers, b"" if head else entry.body)
+        if if_none_match is not None and (
+            if_none_match == entry.etag or etag_matches(if_none_match, entry.etag)
+        ):
+            return entry.not_modified
+        return entry.head if head else entry.full
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            previous = self._cache.pop(key, None)
+            if previous is not None:
+                self._cached_bytes -= len(previous.body)
+
+
+def _entry(area: str, path: str, version: str, body: bytes) -> Entry:
+    etag = f'"{hashlib.sha256(body).hexdigest()}"'.encode()
+    validators = [(b"etag", etag), (b"cache-control", _cache_control(area, path))]
+    content_type = b"application/json" if area == "metadata" else b"application/octet-stream"
+    full_headers = [
+        *validators,
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return Entry(
+        version=version,
+        etag=etag,
+        body=body,
+        not_modified=StaticResponse(304, validators, b""),
+        full=StaticResponse(200, full_headers, body),
+        head=StaticResponse(200, full_headers, b""),
+        checked=time.monotonic(),
+    )
 
 
 def etag_matches(if_none_match: bytes, etag: bytes) -> bool:

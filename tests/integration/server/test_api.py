@@ -266,6 +266,93 @@ def test_a_check_in_with_a_credential_is_counted(live: LiveServer) -> None:
     assert_error(bad, 401, "unauthenticated")
 
 
+def test_a_remembered_credential_stops_working_when_renewed_or_deenrolled(
+    live: LiveServer,
+) -> None:
+    enrolled = enrol(live, new_token(live))
+    client = live.client()
+    metadata = "/v1/metadata/timestamp.json"
+    for _ in range(3):  # the first check-in looks the credential up, the next ones remember it
+        assert client.get(metadata, headers=bearer(enrolled["credential"])).status_code == 200
+    machine = f"/v1/machines/{enrolled['machine_id']}"
+    renewed = client.post(f"{machine}/renew", headers=bearer(enrolled["credential"])).json()
+    assert_error(
+        client.get(metadata, headers=bearer(enrolled["credential"])), 401, "unauthenticated"
+    )
+    assert client.get(metadata, headers=bearer(renewed["credential"])).status_code == 200
+    assert client.delete(machine, headers=bearer(renewed["credential"])).status_code == 204
+    assert_error(
+        client.get(metadata, headers=bearer(renewed["credential"])), 401, "unauthenticated"
+    )
+
+
+def test_concurrent_reports_are_all_stored_and_refusals_explained(
+    live: LiveServer, module_file: Path
+) -> None:
+    machines = [enrol(live, new_token(live, machines=1)) for _ in range(12)]
+    published = live.admin_json(
+        "publish",
+        str(module_file),
+        "--kernel",
+        "6.1.0-99-amd64",
+        "--cve",
+        "CVE-2024-1003",
+        "--severity",
+        "high",
+        "--description",
+        "d",
+    )
+    report = {
+        "patch_id": published["patch_id"],
+        "kernel": "6.1.0-99-amd64",
+        "result": "applied",
+        "errno": None,
+        "reason": None,
+        "duration_ms": 5,
+        "taint": 0,
+    }
+
+    def post(index: int) -> httpx.Response:
+        machine = machines[index % len(machines)]
+        body = {**report, "result": "failed" if index % 3 == 0 else "applied"}
+        with httpx.Client(base_url=live.url, verify=live.verify(), timeout=60) as client:
+            return client.post(
+                f"/v1/machines/{machine['machine_id']}/reports",
+                json=body,
+                headers=bearer(machine["credential"]),
+            )
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(post, range(12)))
+    assert [r.status_code for r in responses] == [202] * 12
+    shown = live.admin_json("patches", "show", published["patch_id"])
+    assert shown["reports"] == [
+        {"stage": "canary", "kernel": "6.1.0-99-amd64", "applied": 8, "failed": 4}
+    ]
+    client = live.client()
+    first, second = machines[0], machines[1]
+    path = f"/v1/machines/{first['machine_id']}/reports"
+    assert_error(
+        client.post(path, json=report, headers=bearer(second["credential"])), 403, "forbidden"
+    )
+    assert_error(client.post(path, json=report, headers=bearer("x" * 43)), 401, "unauthenticated")
+    assert_error(client.post(path, json=report), 401, "unauthenticated")
+    invalid = client.post(path, json={**report, "taint": -1}, headers=bearer(first["credential"]))
+    assert "taint" in assert_error(invalid, 422, "invalid-request")
+    not_json = client.post(
+        path,
+        content=json.dumps(report),
+        headers={**bearer(first["credential"]), "Content-Type": "text/plain"},
+    )
+    assert not_json.status_code == 422
+    broken = client.post(
+        path,
+        content=b'{"patch_id": ',
+        headers={**bearer(first["credential"]), "Content-Type": "application/json"},
+    )
+    assert "not valid JSON" in assert_error(broken, 422, "invalid-request")
+
+
 def test_targets_are_served_by_consistent_snapshot_name(
     live: LiveServer, module_file: Path
 ) -> None:

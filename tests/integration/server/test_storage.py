@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
 
@@ -214,3 +215,66 @@ def _patch(service: Service) -> Patch:
         created=now,
         policy={},
     )
+
+
+def test_batched_reports_store_outcomes_and_explain_refusals(
+    service: Service, clock: Clock
+) -> None:
+    token = make_token(service, limit=10)
+    credentials = [enrol(service, token, n) for n in range(6)]
+    with service.transaction() as session:
+        session.add(_patch(service))
+    outcome = reports.Outcome("lp-k-1", "6.1.0-56-amd64", reports.Result.APPLIED, None, None, 5, 0)
+    failed = reports.Outcome(**{**outcome.__dict__, "result": reports.Result.FAILED, "errno": 2})
+    queued = [
+        service.telemetry.report(c.machine_id, c.credential, failed if i < 2 else outcome, clock())
+        for i, c in enumerate(credentials)
+    ]
+    # The first machine changes its mind: one row per machine and stage, the latest wins.
+    first = credentials[0]
+    queued.append(service.telemetry.report(first.machine_id, first.credential, outcome, clock()))
+    assert [f.result(timeout=30) for f in queued] == ["canary"] * 7
+    with service.transaction() as session:
+        [aggregate] = reports.aggregates(session, "lp-k-1")
+        assert (aggregate.applied, aggregate.failed) == (5, 1)
+    second = credentials[1]
+    refusals = {
+        "another machine's": service.telemetry.report(
+            first.machine_id, second.credential, outcome, clock()
+        ),
+        "unknown": service.telemetry.report(first.machine_id, "nonsense", outcome, clock()),
+        "no patch": service.telemetry.report(
+            first.machine_id,
+            first.credential,
+            reports.Outcome(**{**outcome.__dict__, "patch_id": "lp-none"}),
+            clock(),
+        ),
+        "expired": service.telemetry.report(
+            first.machine_id, first.credential, outcome, clock() + LIFETIME
+        ),
+    }
+    errors = {name: future.exception(timeout=30) for name, future in refusals.items()}
+    assert isinstance(errors["another machine's"], Forbidden)
+    assert isinstance(errors["unknown"], Unauthenticated)
+    assert "No patch" in str(errors["no patch"])
+    assert "expired" in str(errors["expired"])
+
+
+def test_check_ins_are_verified_remembered_and_move_last_seen(
+    service: Service, clock: Clock
+) -> None:
+    credential = enrol(service, make_token(service), 1)
+    clock.advance(minutes=5)
+    asyncio.run(service.checkins.check_in(credential.credential))
+    assert service.checkins.remembered(credential.credential)
+    with pytest.raises(Unauthenticated):
+        asyncio.run(service.checkins.check_in("nonsense"))
+    service.telemetry.close()  # writes what is queued
+    with service.transaction() as session:
+        machine = session.query(Machine).filter_by(machine_id=credential.machine_id).one()
+        assert machine.last_seen == clock()
+    assert service.metrics.value("livepatch_checkins_total") == 2
+    clock.advance(days=31)
+    assert not service.checkins.remembered(credential.credential)
+    with pytest.raises(Unauthenticated, match="expired"):
+        asyncio.run(service.checkins.check_in(credential.credential))

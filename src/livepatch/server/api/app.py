@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from livepatch import __version__
 from livepatch.server.api import errors, machines, ops, repository
-from livepatch.server.api.fastpath import ASGIApp, StaticFastPath
+from livepatch.server.api.fastpath import ASGIApp, FastPaths
 from livepatch.server.periodic import run_periodic
 from livepatch.server.service import Service
 
@@ -54,6 +54,5 @@ def create_api(service: Service, *, periodic: bool = False) -> FastAPI:
 
 
 def create_app(service: Service, *, periodic: bool = False) -> ASGIApp:
-    """The ASGI application to serve: the API behind the static fast path."""
-    api = create_api(service, periodic=periodic)
-    return StaticFastPath(api, service.static, service.metrics)
+    """The ASGI application to serve: the API behind the fast paths."""
+    return FastPaths(create_api(service, periodic=periodic), service)

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers: the service and the machine credential."""
+"""Dependencies shared by the routers: the service and the machine credential.
+
+They are coroutines so that FastAPI runs them on the event loop: a plain
+function would cost a trip through the thread pool per request.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +21,18 @@ _bearer = HTTPBearer(
 )
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-def _optional_credential(
+async def _optional_credential(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str | None:
     return credentials.credentials if credentials is not None else None
 
 
-def _credential(credential: Annotated[str | None, Depends(_optional_credential)]) -> str:
+async def _credential(credential: Annotated[str | None, Depends(_optional_credential)]) -> str:
     if credential is None:
         raise Unauthenticated(
             "This needs the machine's credential as 'Authorization: Bearer …': enrol first."

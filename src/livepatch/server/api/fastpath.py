@@ -1,20 +1,36 @@
-"""Anonymous GETs of metadata and blobs, answered before FastAPI is involved.
+"""The hot requests, answered before FastAPI is involved.
 
 Mirrors, CDNs and clients polling timestamp.json with If-None-Match make
-most of the traffic; routing, dependency injection and validation would
-cost more than the answer itself (a stat and a dictionary lookup). Requests
-carrying a credential, or anything this does not recognise, go on to the
-full application.
+most of the traffic, and every machine posts its apply reports. Routing,
+dependency injection and response models would cost more than the answer
+itself (a stat and a dictionary lookup; one queued row), so these are
+answered here:
+
+- GET/HEAD of metadata and blobs; with a machine credential it is also a
+  check-in, verified (see ``checkins.py``) and counted;
+- a well-formed report POST with a credential (validated by the same
+  pydantic model as the API's; refusals get the same JSON errors).
+
+Anything else, including every request this would answer with a validation
+error or any doubt (a malformed credential, a missing file, an unexpected
+content type), goes on to the full application, which gives the documented
+answer or error. A report's body, once read, is replayed to it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from livepatch.server.errors import NotFound
-from livepatch.server.metrics import Metrics
-from livepatch.server.static import StaticFiles
+from pydantic import ValidationError
+
+from livepatch.server.api.machines import record_report
+from livepatch.server.api.schemas import ReportRequest
+from livepatch.server.errors import NotFound, ServerError
+from livepatch.server.service import Service
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,32 +38,52 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_AREAS = {"/v1/metadata/": "metadata", "/v1/targets/": "targets"}
+_METADATA = "/v1/metadata/"
+_TARGETS = "/v1/targets/"
+_REPORT = re.compile(r"/v1/machines/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})/reports")
+MAX_REPORT_BYTES = 16 * 1024
+_JSON = [(b"content-type", b"application/json")]
 
 
-class StaticFastPath:
-    def __init__(self, app: ASGIApp, static: StaticFiles, metrics: Metrics) -> None:
+class FastPaths:
+    def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
-        self.static = static
-        self.metrics = metrics
+        self.service = service
+        self.static = service.static
+        self.checkins = service.checkins
+        self._count = {
+            status: service.metrics.counter("livepatch_static_requests_total", status=str(status))
+            for status in (200, 304)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        area = next((a for prefix, a in _AREAS.items() if path.startswith(prefix)), None)
-        if area is None:
-            await self.app(scope, receive, send)
-            return
-        if_none_match = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                await self.app(scope, receive, send)
+        if scope["type"] == "http":
+            method = scope["method"]
+            if method in ("GET", "HEAD"):
+                await self._static(scope, receive, send)
                 return
+            if method == "POST":
+                found = _REPORT.fullmatch(scope["path"])
+                if found is not None:
+                    await self._report(scope, receive, send, found.group(1))
+                    return
+        await self.app(scope, receive, send)
+
+    async def _static(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path.startswith(_METADATA):
+            area, relative = "metadata", path[len(_METADATA) :]
+        elif path.startswith(_TARGETS):
+            area, relative = "targets", path[len(_TARGETS) :]
+        else:
+            await self.app(scope, receive, send)
+            return
+        if_none_match = authorization = None
+        for name, value in scope["headers"]:
             if name == b"if-none-match":
                 if_none_match = value
-        relative = path[len("/v1/") + len(area) + 1 :]
+            elif name == b"authorization":
+                authorization = value
         try:
             answer = self.static.respond(
                 area, relative, if_none_match, head=scope["method"] == "HEAD"
@@ -56,8 +92,87 @@ class StaticFastPath:
             # Let the application produce the documented JSON error.
             await self.app(scope, receive, send)
             return
-        self.metrics.inc("livepatch_static_requests_total", status=str(answer.status))
+        if authorization is not None:
+            credential = bearer(authorization)
+            if credential is None:
+                await self.app(scope, receive, send)
+                return
+            try:
+                await self.checkins.check_in(credential)
+            except ServerError:
+                # The application gives the documented 401 (or 503).
+                await self.app(scope, receive, send)
+                return
+        self._count[answer.status]()
         await send(
             {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
         )
         await send({"type": "http.response.body", "body": answer.body})
+
+    async def _report(self, scope: Scope, receive: Receive, send: Send, machine_id: str) -> None:
+        authorization = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-type":
+                content_type = value
+        body = b""
+        more = True
+        while more and len(body) <= MAX_REPORT_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        credential = bearer(authorization) if authorization is not None else None
+        request = None
+        if credential is not None and not more and _is_json(content_type):
+            with contextlib.suppress(ValidationError):
+                request = ReportRequest.model_validate_json(body)
+        if request is None or credential is None:
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        try:
+            stage = await record_report(self.service, machine_id, credential, request)
+        except ServerError as error:
+            document = {"error": {"code": error.code, "message": error.message}}
+            await _send_json(send, error.status, document)
+            return
+        await _send_json(send, 202, {"stage": stage})
+
+
+def bearer(authorization: bytes) -> str | None:
+    """The credential of an ``Authorization: Bearer …`` header, None if it is not one."""
+    scheme, _, credential = authorization.partition(b" ")
+    credential = credential.strip()
+    if scheme.lower() != b"bearer" or not credential or b" " in credential:
+        return None
+    try:
+        return credential.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    return content_type is not None and (
+        content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+    )
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """A receive() that gives the body read so far first, then the rest from the client."""
+    pending = [{"type": "http.request", "body": body, "more_body": more}]
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed
+
+
+async def _send_json(send: Send, status: int, document: Any) -> None:
+    body = json.dumps(document, separators=(",", ":")).encode()
+    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

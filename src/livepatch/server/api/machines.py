@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
@@ -17,6 +18,7 @@ from livepatch.server.api.schemas import (
     errors,
 )
 from livepatch.server.errors import ServerError
+from livepatch.server.service import Service
 
 router = APIRouter(prefix="/v1", tags=["machines"])
 MachinePath = Annotated[
@@ -70,6 +72,7 @@ def renew(machine_id: MachinePath, credential: CredentialDep, service: ServiceDe
             now=service.clock(),
             lifetime=service.config.credential_lifetime,
         )
+    service.checkins.forget(credential)
     return RenewResponse(credential=renewed.credential, expires=renewed.expires)
 
 
@@ -83,6 +86,7 @@ def renew(machine_id: MachinePath, credential: CredentialDep, service: ServiceDe
 def deenrol(machine_id: MachinePath, credential: CredentialDep, service: ServiceDep) -> Response:
     with service.transaction() as session:
         machines.deenrol(session, machine_id, credential, now=service.clock())
+    service.checkins.forget(credential)
     return Response(status_code=204)
 
 
@@ -93,9 +97,16 @@ def deenrol(machine_id: MachinePath, credential: CredentialDep, service: Service
     responses=errors(401, 403, 404, 422, 503),
     summary="Report the outcome of applying a patch",
 )
-def report(
+async def report(
     machine_id: MachinePath, body: ReportRequest, credential: CredentialDep, service: ServiceDep
 ) -> ReportResponse:
+    return ReportResponse(stage=await record_report(service, machine_id, credential, body))
+
+
+async def record_report(
+    service: Service, machine_id: str, credential: str, body: ReportRequest
+) -> str:
+    """Store the report (raising why it is refused); the stage it was counted in."""
     outcome = reports.Outcome(
         patch_id=body.patch_id,
         kernel=body.kernel,
@@ -105,9 +116,8 @@ def report(
         duration_ms=body.duration_ms,
         taint=body.taint,
     )
-    now = service.clock()
-    with service.transaction(durable=False) as session:
-        machine = machines.authenticate_as(session, machine_id, credential, now=now)
-        stage = reports.record(session, machine.machine_id, outcome, now=now)
+    # Written with other reports in one transaction by the telemetry writer.
+    written = service.telemetry.report(machine_id, credential, outcome, service.clock())
+    stage = await asyncio.wrap_future(written)
     service.metrics.inc("livepatch_reports_total", result=body.result)
-    return ReportResponse(stage=stage)
+    return stage

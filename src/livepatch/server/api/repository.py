@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Response
 
-from livepatch.server import machines
 from livepatch.server.api.deps import OptionalCredentialDep, ServiceDep
 from livepatch.server.api.schemas import errors
 from livepatch.server.service import Service
@@ -36,18 +35,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 IfNoneMatch = Annotated[str | None, Header(description="ETags the client already has.")]
 
 
-def check_in(service: Service, credential: str | None) -> None:
+async def check_in(service: Service, credential: str | None) -> None:
     """Count a check-in and mark the machine as seen, when it identified itself."""
-    if credential is None:
-        return
-    now = service.clock()
-    with service.transaction(readonly=True) as session:
-        machine = machines.authenticate(session, credential, now=now)
-        stale = machines.needs_check_in(machine, now=now)
-    if stale:
-        with service.transaction(durable=False) as session:
-            machines.check_in(session, machine.id, now=now)
-    service.metrics.inc("livepatch_checkins_total")
+    if credential is not None:
+        await service.checkins.check_in(credential)
 
 
 def serve(service: Service, area: str, path: str, if_none_match: str | None) -> Response:
@@ -66,13 +57,13 @@ def serve(service: Service, area: str, path: str, if_none_match: str | None) -> 
     responses=_RESPONSES,
     summary="TUF metadata: timestamp.json, N.root.json, N.snapshot.json, N.targets.json",
 )
-def metadata(
+async def metadata(
     file: Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,255}$")],
     service: ServiceDep,
     credential: OptionalCredentialDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    check_in(service, credential)
+    await check_in(service, credential)
     return serve(service, "metadata", file, if_none_match)
 
 
@@ -82,11 +73,11 @@ def metadata(
     responses=_RESPONSES,
     summary="A target blob by its consistent-snapshot name",
 )
-def targets(
+async def targets(
     path: Annotated[str, Path(pattern=r"^[A-Za-z0-9._/+-]{1,1024}$")],
     service: ServiceDep,
     credential: OptionalCredentialDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    check_in(service, credential)
+    await check_in(service, credential)
     return serve(service, "targets", path, if_none_match)
