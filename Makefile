@@ -27,5 +27,11 @@ demo: setup
 bench: setup
 	$(PY) -m bench
 
+# The snap, assembled as `snapcraft pack` would and checked by `snap pack`
+# (livepatch.snap.build; docs/snap.md). Cached by a hash of its inputs; the
+# last line printed is the .snap's path.
+snap: setup
+	@$(PY) -m livepatch.snap.build
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -1,0 +1,80 @@
+"""The snap's health (``snapctl set-health``) from what the daemon reports.
+
+Pure: takes the daemon's status document, or None when the daemon did not
+answer, and returns the Health to report. Messages stay within snapd's 70
+characters so nothing important is cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from livepatch.snap.snapctl import Health, HealthStatus, health_code
+
+NOT_ANSWERING = Health(
+    HealthStatus.ERROR,
+    "The daemon does not answer; see: snap logs livepatch.livepatchd",
+    "daemon-not-answering",
+)
+NOT_ENABLED = Health(
+    HealthStatus.BLOCKED,
+    "Not enabled yet: run sudo livepatch enable TOKEN",
+    "not-enabled",
+)
+# Errors that need someone to act on the machine (connect an interface, boot
+# another kernel) rather than wait.
+BLOCKING = frozenset(
+    {
+        "access-denied",
+        "not-permitted",
+        "modules-disabled",
+        "livepatch-unsupported",
+        "unsupported-kernel",
+        "lockdown-refused",
+        "signature-rejected",
+        "no-remote-server",
+        "credential-rejected",
+        "unsupported-architecture",
+    }
+)
+
+
+def _first(items: object) -> Mapping[str, Any]:
+    if isinstance(items, list) and items and isinstance(items[0], Mapping):
+        return items[0]
+    return {}
+
+
+def _error(doc: Mapping[str, Any]) -> tuple[str, str]:
+    error = _first(doc.get("Errors"))
+    return str(error.get("code") or ""), " ".join(str(error.get("message") or "").split())
+
+
+def assess(doc: Mapping[str, Any] | None) -> Health:
+    """The health to report for status document `doc` (None: the daemon did not answer)."""
+    if doc is None:
+        return NOT_ANSWERING
+    if not doc.get("Enrolled"):
+        return NOT_ENABLED
+    entry = _first(doc.get("Status"))
+    raw = entry.get("Livepatch")
+    livepatch: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    state = str(livepatch.get("State") or "")
+    check = str(livepatch.get("CheckState") or "")
+    code, message = _error(doc)
+    if code in BLOCKING and message:
+        return Health(HealthStatus.BLOCKED, message, health_code(code))
+    if state == "apply-failed":
+        text = message or "The last patch failed to apply; see: livepatch status"
+        return Health(HealthStatus.ERROR, text, health_code(code) or "apply-failed")
+    if check == "check-failed":
+        text = f"Last check failed: {message}" if message else "The last check-in failed"
+        return Health(HealthStatus.WAITING, text, health_code(code) or "check-failed")
+    if state == "kernel-upgrade-required":
+        return Health(
+            HealthStatus.BLOCKED,
+            "This kernel gets no more patches; upgrade it and reboot",
+            "kernel-upgrade-required",
+        )
+    return Health(HealthStatus.OKAY)
