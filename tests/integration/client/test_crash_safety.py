@@ -78,7 +78,7 @@ def test_kill_9_at_random_points_never_corrupts_state(tmp_path, mode):
     save(rt.paths.config, Config(remote_server="https://patches.test"))
     commands.enable(rt, "good-token")
     rng = random.Random(2026)
-    applied_versions = set()
+    finished: list[bool] = []
     for iteration in range(2, ITERATIONS + 2):
         catalog.write_text(str(iteration))
         daemon = start(state_dir, kernel_dir, catalog, mode)
@@ -92,9 +92,9 @@ def test_kill_9_at_random_points_never_corrupts_state(tmp_path, mode):
         daemon.wait()
         asker.join(5)
         applied, _ = consistent(state_dir, kernel_dir, catalog)
-        applied_versions.add(applied)
+        finished.append(applied == f"lp_{iteration}")
     # the kills landed at different points: some applies finished, some did not
-    assert len(applied_versions) > 5
+    assert finished.count(True) >= 3 and finished.count(False) >= 3, finished
 
 
 def _quietly(call) -> None:

@@ -1,171 +1,268 @@
-"""The client against the real patch service over HTTPS on loopback, with the kernel
-helper's fake kernel tree: enrol, verify, apply, report, de-enrol, and errors."""
+"""The client against the real patch service over HTTPS on loopback (private CA), with
+the kernel layer driving a fake kernel tree: enrol, verify, apply, report, renew,
+de-enrol, and every failure the issue lists, each with its message.
+
+Each test runs "its own" kernel (a distinct kernel key), so the patches one test
+publishes are never candidates for another's.
+"""
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import replace
+import errno
+import itertools
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from livepatch.client import commands
-from livepatch.client.errors import TlsFailure, UnknownToken
+from livepatch.client.checkin import CheckIn, Runtime
+from livepatch.client.errors import (
+    ServiceUnreachable,
+    TlsFailure,
+    TokenExhausted,
+    UnknownToken,
+    UnsupportedKernel,
+)
 from livepatch.client.kernelport import KernelAdapter
-from livepatch.client.state import StateFile
+from livepatch.client.state import CredentialFile, PatchState, State, StateFile
 from livepatch.client.wiring import default_runtime
 from livepatch.kernel import LivepatchDriver
-from tests.unit.kernel.fakes import FakeKernel, FakeSyscalls, make_module
+from tests.integration.client.service import PatchService
+from tests.integration.server.live import free_port
+from tests.unit.kernel.fakes import FakeKernel, FakeSyscalls
 
-BIN = Path(sys.executable).parent
-KERNEL = "6.1.0-56-amd64"
-
-
-def admin(data: Path, *args: str) -> str:
-    result = subprocess.run(
-        [BIN / "livepatch-admin", *args, "--data-dir", str(data)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+KERNELS = (f"6.1.0-{n}-amd64" for n in itertools.count(100))
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    base = tmp_path_factory.mktemp("service")
-    data = base / "server"
-    subprocess.run(
-        [BIN / "livepatch-admin", "keys", "init", "--data-dir", str(data)],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            str(base / "tls.key"),
-            "-out",
-            str(base / "tls.crt"),
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    module = base / "lp.ko"
-    module.write_bytes(make_module("lp_cve_2024_1086"))
-    admin(
-        data,
-        "publish",
-        str(module),
-        "--kernel",
-        KERNEL,
-        "--cve",
-        "CVE-2024-1086",
-        "--severity",
-        "high",
-        "--description",
-        "nf_tables use-after-free",
-    )
-    admin(data, "patches", "promote", f"lp-{KERNEL}-1", "--to", "all")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            BIN / "livepatch-server",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(base / "tls.crt"),
-            "--tls-key",
-            str(base / "tls.key"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.1)
-    yield {"url": f"https://127.0.0.1:{port}", "data": data, "ca": base / "tls.crt"}
-    server.terminate()
-    server.wait(10)
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PatchService]:
+    service = PatchService(tmp_path_factory.mktemp("service"))
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
-def token(service) -> str:
-    return json.loads(admin(service["data"], "tokens", "create", "--format", "json"))["token"]
+@dataclass
+class Machine:
+    """One client: its state directory, runtime and the fake kernel it drives."""
+
+    rt: Runtime
+    kernel: FakeKernel
+    key: str
+
+    def state(self) -> State:
+        return StateFile(self.rt.paths.state).load()
+
+    def check(self, **changes: object) -> CheckIn:
+        return CheckIn(replace(self.rt, **changes))  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def client(tmp_path, service):
+def machine(tmp_path: Path, service: PatchService) -> Machine:
+    key = next(KERNELS)
     root = tmp_path / "kernel"
     root.mkdir()
     fake = FakeKernel(root)
+    fake.write("proc/sys/kernel/osrelease", f"{key}\n")
     driver = LivepatchDriver(root, syscalls=FakeSyscalls(fake), clock=fake.clock, sleep=fake.sleep)
     rt = default_runtime({"LIVEPATCH_STATE_DIR": str(tmp_path / "client")})
     rt = replace(rt, kernel=KernelAdapter(root, driver=driver))
-    commands.set_config(rt.paths, [f"remote-server={service['url']}", f"ca-certs={service['ca']}"])
-    return rt, fake
+    commands.set_config(rt.paths, [f"remote-server={service.url}", f"ca-certs={service.ca}"])
+    return Machine(rt, fake, key)
 
 
-def test_enrol_verify_apply_report_and_de_enrol(client, service):
-    rt, fake = client
-    result = commands.enable(rt, token(service))
+@pytest.fixture
+def client(tmp_path: Path, service: PatchService) -> Machine:
+    return machine(tmp_path, service)
+
+
+def loaded(m: Machine) -> list[str]:
+    return [name for name, _ in m.kernel.finit_calls]
+
+
+def test_enrol_verify_apply_report_and_de_enrol(client: Machine, service: PatchService) -> None:
+    patch_id = service.publish(client.key, "lp_cve_2024_1086")
+    result = commands.enable(client.rt, service.token())
     assert result.outcome is not None and result.outcome.error is None
-    assert [name for name, _ in fake.finit_calls] == ["lp_cve_2024_1086"]
-    doc = commands.status(rt)
-    entry = doc["Status"][0]
+    assert loaded(client) == ["lp_cve_2024_1086"]
+    entry = commands.status(client.rt)["Status"][0]
+    assert entry["Kernel"] == client.key
     assert entry["Livepatch"]["State"] == "applied"
-    assert entry["Livepatch"]["Fixes"][0] == {
-        "Name": "cve-2024-1086",
-        "Description": entry["Livepatch"]["Fixes"][0]["Description"],
-        "Bug": "",
-        "Patched": True,
-        "Severity": entry["Livepatch"]["Fixes"][0]["Severity"],
-    }
-    assert StateFile(rt.paths.state).load().pending_reports == ()  # the report was accepted
-    shown = admin(service["data"], "patches", "show", f"lp-{KERNEL}-1", "--format", "json")
-    assert "applied" in shown
-    disabled = commands.disable(rt, unload=False)
+    [fix] = entry["Livepatch"]["Fixes"]
+    assert (fix["Name"], fix["Patched"], fix["Severity"]) == ("cve-2024-1086", True, "high")
+    assert client.state().pending_reports == ()  # the report was accepted
+    assert service.reports(patch_id) == (1, 0)
+    disabled = commands.disable(client.rt, unload=False)
     assert disabled.service_error is None
     assert disabled.kept == ("lp_cve_2024_1086",)
-    assert StateFile(rt.paths.state).load().enrolment is None
+    assert client.state().enrolment is None
 
 
-def test_bad_token_is_unknown_auth_token(client):
-    rt, _ = client
-    with pytest.raises(UnknownToken, match="Unknown Auth-Token"):
-        commands.enable(rt, "0" * 32)
+def test_bad_token_is_unknown_auth_token(client: Machine) -> None:
+    with pytest.raises(UnknownToken, match=r"^Unknown Auth-Token: the patch service does not"):
+        commands.enable(client.rt, "0" * 32)
+    assert client.state().enrolment is None
 
 
-def test_tls_failure_without_the_private_ca(client, service):
-    rt, _ = client
-    commands.set_config(rt.paths, ["ca-certs="])
-    with pytest.raises(TlsFailure, match="TLS verification"):
-        commands.enable(rt, token(service))
+def test_token_out_of_machines(client: Machine, service: PatchService) -> None:
+    token = service.token(machines=1)
+    with service.http() as http:
+        other = {"machine_id": "another-machine", "hostname": "other", "kernel": client.key}
+        taken = http.post("/v1/enrol", json={"token": token, **other, "architecture": "amd64"})
+    assert taken.status_code == 201, taken.text
+    with pytest.raises(TokenExhausted) as caught:
+        commands.enable(client.rt, token)
+    assert str(caught.value) == (
+        "This token has no machine slots left; disable another machine or ask for a new token."
+    )
+    assert client.state().enrolment is None
+
+
+def test_service_unreachable(client: Machine, service: PatchService) -> None:
+    closed = f"https://127.0.0.1:{free_port()}"
+    commands.set_config(client.rt.paths, [f"remote-server={closed}"])
+    with pytest.raises(ServiceUnreachable) as caught:
+        commands.enable(client.rt, service.token())
+    message = str(caught.value)
+    assert message.startswith(f"Cannot reach the patch service at {closed} (")
+    assert message.endswith("check the network, the proxy settings and remote-server.")
+
+
+def test_tls_failure_without_the_private_ca(client: Machine, service: PatchService) -> None:
+    commands.set_config(client.rt.paths, ["ca-certs="])
+    with pytest.raises(TlsFailure) as caught:
+        commands.enable(client.rt, service.token())
+    message = str(caught.value)
+    assert message.startswith(f"TLS verification of the patch service at {service.url} failed")
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert message.endswith("check ca-certs and the server's certificate.")
+
+
+def test_unsupported_kernel(client: Machine, service: PatchService) -> None:
+    shutil.rmtree(client.kernel.root / "sys/kernel/livepatch")
+    with pytest.raises(UnsupportedKernel) as caught:
+        commands.enable(client.rt, service.token())
+    message = str(caught.value)
+    # Ubuntu Pro recognises a failed enable by "unsupported kernel" on stderr.
+    assert message.startswith(f"This machine runs an unsupported kernel ({client.key}): ")
+    assert "/sys/kernel/livepatch" in message
+    assert client.state().enrolment is None
+
+
+def enrolled_then_published(m: Machine, service: PatchService, module: str) -> str:
+    """Enrol while nothing is published for the kernel, then publish a patch for it."""
+    outcome = commands.enable(m.rt, service.token()).outcome
+    assert outcome is not None and outcome.error is None
+    assert m.state().patch_state is PatchState.KERNEL_UPGRADE_REQUIRED
+    return service.publish(m.key, module)
+
+
+def failed_check(m: Machine, code: str) -> str:
+    """Run a check that must fail with `code`; its message, as recorded in the state."""
+    outcome = m.check().run()
+    assert outcome.error is not None and outcome.error.code == code, outcome.error
+    [error] = m.state().errors
+    assert error.code == code
+    return error.message
+
+
+def test_modules_disabled(client: Machine, service: PatchService) -> None:
+    patch_id = enrolled_then_published(client, service, "lp_modules_disabled")
+    client.kernel.write("proc/sys/kernel/modules_disabled", "1\n")
+    message = failed_check(client, "modules-disabled")
+    assert message.startswith("Module loading is disabled on this machine")
+    assert loaded(client) == []
+    assert service.reports(patch_id) == (0, 1)
+
+
+def test_lockdown(client: Machine, service: PatchService) -> None:
+    enrolled_then_published(client, service, "lp_lockdown")
+    client.kernel.write("sys/kernel/security/lockdown", "none [integrity] confidentiality\n")
+    client.kernel.fail_finit = errno.EPERM
+    message = failed_check(client, "lockdown-refused")
+    assert message.startswith("Kernel lockdown (integrity mode) refused module lp_lockdown")
+    assert client.state().applied is None
+
+
+def test_signature_rejected_by_the_kernel(client: Machine, service: PatchService) -> None:
+    enrolled_then_published(client, service, "lp_key_rejected")
+    client.kernel.write("sys/module/module/parameters/sig_enforce", "Y\n")
+    client.kernel.fail_finit = errno.EKEYREJECTED
+    message = failed_check(client, "signature-rejected")
+    assert message.startswith("The kernel rejected the signature of module lp_key_rejected")
+    assert "EKEYREJECTED" in message
+
+
+def test_signature_rejected_by_us_loads_nothing(client: Machine, service: PatchService) -> None:
+    """The certificate that signed the patch is revoked: our own check refuses it
+    before the kernel ever sees it. (Later patches are signed by its successor,
+    so the other tests are unaffected whatever the order.)"""
+    patch_id = enrolled_then_published(client, service, "lp_revoked")
+    before = service.admin_json("keys", "status")
+    [serial] = [
+        entry["what"].split()[2]
+        for entry in before
+        if entry["what"].startswith("signing certificate") and "(current)" in entry["what"]
+    ]
+    service.admin("keys", "rotate-signing", "--grace-days", "0")
+    service.admin("keys", "revoke-signing", serial)
+    message = failed_check(client, "signature-failure")
+    assert message.startswith(f"Patch {patch_id} failed signature verification (")
+    assert message.endswith("); it was not loaded.")
+    assert loaded(client) == []
+    assert list(client.rt.paths.modules.glob("*.ko")) == []
+    assert service.reports(patch_id) == (0, 1)
+
+
+def test_transition_stalled_then_completed(client: Machine, service: PatchService) -> None:
+    enrolled_then_published(client, service, "lp_stalls")
+    client.kernel.stall_next = True
+    client.kernel.add_task(4242, "stuck-worker", state=0)  # still on the old code
+    message = failed_check(client, "transition-stalled")
+    assert message.startswith(
+        "The patching transition of livepatch lp_stalls did not finish within 60 s and is "
+        "still in progress (tasks still on the old code: stuck-worker (pid 4242))"
+    )
+    state = client.state()
+    assert state.applied is None and state.applying is not None
+    assert state.patch_state is PatchState.APPLYING
+    # still stalled at the next check: waited again, still not recorded as applied
+    assert failed_check(client, "transition-stalled") == message
+    assert client.state().applied is None
+    client.kernel.patches["lp_stalls"].stall = False  # the blocking task moved on
+    client.kernel.add_task(4242, "stuck-worker", state=1)
+    outcome = client.check().run()
+    assert outcome.error is None
+    assert client.state().applied is not None
+    assert client.state().patch_state is PatchState.APPLIED
+
+
+def test_credential_is_renewed_before_it_expires(client: Machine, service: PatchService) -> None:
+    patch_id = service.publish(client.key, "lp_renewal")
+    commands.enable(client.rt, service.token())
+    credentials = CredentialFile(client.rt.paths.credential)
+    first = credentials.load()
+    assert first is not None
+    later = first.expires - timedelta(days=5)  # inside the last quarter of its lifetime
+    outcome = client.check(clock=lambda: later).run()
+    assert outcome.error is None
+    renewed = credentials.load()
+    assert renewed is not None and renewed.token != first.token
+    assert renewed.expires > first.expires - timedelta(minutes=1)
+    machine_id = client.state().enrolment.machine_id  # type: ignore[union-attr]
+    with service.http() as http:
+        stale = http.post(
+            f"/v1/machines/{machine_id}/renew",
+            headers={"Authorization": f"Bearer {first.token}"},
+        )
+        assert stale.status_code == 401  # the old credential stopped working
+    # the renewed credential carries on: a report goes through with it
+    service.publish(client.key, "lp_renewal_2")
+    assert client.check().run().error is None
+    assert service.reports(patch_id) == (1, 0)
+    assert datetime.now(UTC) < renewed.expires
