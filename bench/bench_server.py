@@ -43,6 +43,7 @@ from livepatch.server.service import Service
 from livepatch.server.storage.models import Machine
 
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
+WARM_UP = 1
 CONNECTIONS = 32
 THREADS = 2
 WORKERS = int(os.environ.get("BENCH_WORKERS", str(os.cpu_count() or 1)))
@@ -74,12 +75,17 @@ def _ms(value: str, unit: str) -> float:
 
 
 def wrk(url: str, *, script: Path | None = None, headers: tuple[str, ...] = ()) -> Figure:
-    argv = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
+    """One measured run, after a short unmeasured one that warms connections and caches."""
+    options: list[str] = []
     for header in headers:
-        argv += ["-H", header]
+        options += ["-H", header]
     if script is not None:
-        argv += ["-s", str(script)]
-    output = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+        options += ["-s", str(script)]
+    base = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "--latency", *options]
+    subprocess.run([*base, f"-d{WARM_UP}s", url], capture_output=True, check=True)
+    output = subprocess.run(
+        [*base, f"-d{DURATION}s", url], capture_output=True, text=True, check=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     latency = {p: _ms(v, u) for p, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)\b", output)}
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -247,7 +253,8 @@ def main() -> None:
     ceiling = _ceiling["nginx"]
     http = http_implementation()
     lines = [
-        f"wrk {THREADS} threads, {CONNECTIONS} connections, {DURATION} s per run; "
+        f"wrk {THREADS} threads, {CONNECTIONS} connections, {DURATION} s per run after "
+        f"{WARM_UP} s of warm-up; "
         f"`livepatch-server serve` with {WORKERS} uvicorn workers ({http}, no TLS) on loopback; "
         "PostgreSQL 15 with fsync on; SQLite in WAL mode.",
         "",

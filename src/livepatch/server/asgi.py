@@ -1,8 +1,8 @@
 """An ASGI application factory configured from the environment.
 
 uvicorn needs an import string to run several worker processes; each worker
-calls `create()` and finds the same data directory and database through
-these variables (set by ``livepatch-server serve``).
+calls `create()` and finds the same data directory, database and blob
+store through these variables (set by ``livepatch-server serve``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from livepatch.server.service import Service
 
 DATA_DIR_VAR = "LIVEPATCH_SERVER_DATA"
 DATABASE_VAR = "LIVEPATCH_SERVER_DATABASE"
+BLOBS_VAR = "LIVEPATCH_SERVER_BLOBS"
 
 
 def create() -> ASGIApp:
     database = os.environ.get(DATABASE_VAR) or None
-    config = load_config(Path(os.environ[DATA_DIR_VAR]), database)
+    blobs = os.environ.get(BLOBS_VAR) or None
+    config = load_config(Path(os.environ[DATA_DIR_VAR]), database, blobs_url=blobs)
     return create_app(Service(config), periodic=True)

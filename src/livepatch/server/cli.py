@@ -32,7 +32,7 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def add_location_options(parser: argparse.ArgumentParser) -> None:
-    """--data-dir and --database, shared with livepatch-admin."""
+    """--data-dir, --database and --blobs, shared with livepatch-admin."""
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -44,10 +44,17 @@ def add_location_options(parser: argparse.ArgumentParser) -> None:
         help="database URL (default: SQLite in the data directory; "
         "or postgresql+psycopg://USER@HOST/DB)",
     )
+    parser.add_argument(
+        "--blobs",
+        metavar="URL",
+        help="where metadata and patches are served from (default: the data directory; "
+        "or s3://BUCKET/PREFIX?endpoint=URL&region=REGION, credentials from the AWS_* "
+        "environment)",
+    )
 
 
 def config_from(args: argparse.Namespace) -> ServerConfig:
-    return load_config(args.data_dir, args.database)
+    return load_config(args.data_dir, args.database, blobs_url=args.blobs)
 
 
 def prepare(config: ServerConfig) -> None:
@@ -56,7 +63,8 @@ def prepare(config: ServerConfig) -> None:
     service = Service(config)
     try:
         service.database.migrate()
-        service.publisher.refresh_timestamp()
+        with service.publisher.locked():
+            service.publisher.refresh_timestamp()
     finally:
         service.close()
 
@@ -71,6 +79,8 @@ def serve(args: argparse.Namespace) -> int:
     os.environ[asgi.DATA_DIR_VAR] = str(config.data_dir)
     if args.database:
         os.environ[asgi.DATABASE_VAR] = args.database
+    if args.blobs:
+        os.environ[asgi.BLOBS_VAR] = args.blobs
     port = args.port or (DEFAULT_PORT_TLS if args.tls_cert else DEFAULT_PORT_PLAIN)
     uvicorn.run(
         "livepatch.server.asgi:create",

@@ -98,9 +98,12 @@ class ServerConfig:
     engine_interval: timedelta = timedelta(minutes=5)
     """How often the periodic task applies the rollout engine's decisions."""
     credential_lifetime: timedelta = timedelta(days=30)
+    blobs_url: str | None = None
+    """Where metadata and blobs are served from (see ``blobs.open_store``); None: blob_dir."""
 
     @property
     def blob_dir(self) -> Path:
+        """The local copy of metadata and blobs that signing works on."""
         return self.data_dir / "blobs"
 
     @property
@@ -131,8 +134,10 @@ def load_config(
     data_dir: Path | None = None,
     database_url: str | None = None,
     environ: Mapping[str, str] = os.environ,
+    *,
+    blobs_url: str | None = None,
 ) -> ServerConfig:
-    """Resolve the data directory and database, and read ``config.toml`` if present."""
+    """Resolve the data directory, database and blob store, and read ``config.toml``."""
     data_dir = (data_dir or default_data_dir(environ)).absolute()
     config_file = data_dir / "config.toml"
     table: dict[str, Any] = {}
@@ -150,8 +155,14 @@ def load_config(
     url = database_url or server.get("database") or sqlite_url(data_dir)
     if not isinstance(url, str):
         raise ConfigurationError(f"{config_file}: server.database must be a URL string.")
+    blobs = blobs_url or server.get("blobs") or None
+    if blobs is not None and not isinstance(blobs, str):
+        raise ConfigurationError(f"{config_file}: server.blobs must be a URL string.")
     config = ServerConfig(
-        data_dir=data_dir, database_url=url, policy=RolloutPolicy.from_mapping(rollout)
+        data_dir=data_dir,
+        database_url=url,
+        policy=RolloutPolicy.from_mapping(rollout),
+        blobs_url=blobs,
     )
     try:
         if "timestamp_refresh_hours" in server:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from livepatch.server import machines, reports
-from livepatch.server.blobs import BlobStore, DirectoryBlobStore
+from livepatch.server.blobs import BlobStore, DirectoryBlobStore, open_store
 from livepatch.server.checkins import CheckIns
 from livepatch.server.config import ServerConfig
 from livepatch.server.errors import Conflict, ServerError
@@ -30,6 +30,7 @@ from livepatch.server.storage.database import Database
 from livepatch.server.telemetry import TelemetryWriter
 
 Clock = Callable[[], datetime]
+REMOTE_REVALIDATE = 1.0
 
 
 def utcnow() -> datetime:
@@ -56,8 +57,10 @@ class Service:
         self.config = config
         self.clock = clock
         self.database = database or Database(config.database_url)
-        self.store: BlobStore = store or DirectoryBlobStore(config.blob_dir)
-        self.static = StaticFiles(self.store)
+        self.store: BlobStore = store or open_store(config.blobs_url, config.blob_dir)
+        local = isinstance(self.store, DirectoryBlobStore)
+        # A remote store is asked whether a file changed at most once a second.
+        self.static = StaticFiles(self.store, revalidate=0.0 if local else REMOTE_REVALIDATE)
         self.metrics = Metrics()
         self.telemetry = TelemetryWriter(self.database, self._record_report, _storage_error)
         self.checkins = CheckIns(

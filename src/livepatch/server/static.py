@@ -11,6 +11,7 @@ answer's headers are built once per file version.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import threading
@@ -102,18 +103,32 @@ class StaticFiles:
     def respond(
         self, area: str, path: str, if_none_match: bytes | None, *, head: bool = False
     ) -> StaticResponse:
-        entry = self.entry(area, path)
-        if if_none_match is not None and (
-            if_none_match == entry.etag or etag_matches(if_none_match, entry.etag)
-        ):
-            return entry.not_modified
-        return entry.head if head else entry.full
+        return _answer(self.entry(area, path), if_none_match, head)
+
+    async def respond_async(
+        self, area: str, path: str, if_none_match: bytes | None, *, head: bool = False
+    ) -> StaticResponse:
+        """`respond` for the event loop: a remote store is only asked from a thread."""
+        if not self.revalidate:
+            return self.respond(area, path, if_none_match, head=head)
+        cached = self._cache.get(f"{area}/{path}")
+        if cached is not None and time.monotonic() - cached.checked < self.revalidate:
+            return _answer(cached, if_none_match, head)
+        return await asyncio.to_thread(self.respond, area, path, if_none_match, head=head)
 
     def _forget(self, key: str) -> None:
         with self._lock:
             previous = self._cache.pop(key, None)
             if previous is not None:
                 self._cached_bytes -= len(previous.body)
+
+
+def _answer(entry: Entry, if_none_match: bytes | None, head: bool) -> StaticResponse:
+    if if_none_match is not None and (
+        if_none_match == entry.etag or etag_matches(if_none_match, entry.etag)
+    ):
+        return entry.not_modified
+    return entry.head if head else entry.full
 
 
 def _entry(area: str, path: str, version: str, body: bytes) -> Entry:

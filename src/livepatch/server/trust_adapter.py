@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from livepatch.server.blobs import BlobStore, DirectoryBlobStore
+from livepatch.server.blobs import DirectoryBlobStore
 from livepatch.server.config import ServerConfig
-from livepatch.server.errors import ConfigurationError
 from livepatch.server.publishing import MetadataRepository, ModuleSigner
 from livepatch.trust import modsig
 from livepatch.trust.errors import ModuleSignatureError
@@ -35,16 +34,13 @@ class KeySigner:
 
 
 def open_repository(
-    config: ServerConfig, store: BlobStore, clock: Callable[[], datetime]
+    config: ServerConfig, store: DirectoryBlobStore, clock: Callable[[], datetime]
 ) -> tuple[MetadataRepository, ModuleSigner]:
     """The repository over the blob directory (keys and first root created if missing).
 
-    ``livepatch.trust`` writes metadata and blobs as files, so the service's
-    blob store must be a directory here; an object-store deployment would sync
-    those directories to the bucket after each publish.
+    ``livepatch.trust`` writes metadata and blobs as files, so signing works
+    on a directory; ``publishing.Mirror`` copies it to a remote store.
     """
-    if not isinstance(store, DirectoryBlobStore):
-        raise ConfigurationError("Signing needs the directory blob store.")
     keys = KeyDirectory(config.keys_dir)
     if not keys.exists():
         keys.init()

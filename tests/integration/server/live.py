@@ -79,6 +79,7 @@ class LiveServer:
     ca: Path
     process: subprocess.Popen[bytes]
     log: Path
+    blobs: str | None = None
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> httpx.Client:
@@ -95,16 +96,20 @@ class LiveServer:
 
     def admin(self, *argv: str) -> str:
         """Run `livepatch-admin ARGV… --data-dir … --database …`; its stdout."""
-        return run_admin(self.data_dir, self.database_url, argv)
+        return run_admin(self.data_dir, self.database_url, argv, blobs=self.blobs)
 
     def admin_json(self, *argv: str) -> Any:
         return json.loads(self.admin(*argv, "--format", "json"))
 
 
-def run_admin(data_dir: Path, database_url: str, argv: Sequence[str]) -> str:
+def run_admin(
+    data_dir: Path, database_url: str, argv: Sequence[str], *, blobs: str | None = None
+) -> str:
     out = io.StringIO()
     err = io.StringIO()
     location = ["--data-dir", str(data_dir), "--database", database_url]
+    if blobs is not None:
+        location += ["--blobs", blobs]
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = admin.main([*argv, *location])
     if code != 0:
@@ -120,6 +125,7 @@ def live_server(
     tls: bool = True,
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
+    blobs: str | None = None,
 ) -> Iterator[LiveServer]:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -135,6 +141,8 @@ def live_server(
         "--workers",
         str(workers),
     ]
+    if blobs is not None:
+        argv += ["--blobs", blobs]
     ca = Path()
     if tls:
         cert, key = self_signed(data_dir)
@@ -150,7 +158,8 @@ def live_server(
             env={**os.environ, **(extra_env or {})},
         )
     scheme = "https" if tls else "http"
-    server = LiveServer(data_dir, database_url, f"{scheme}://127.0.0.1:{port}", ca, process, log)
+    url = f"{scheme}://127.0.0.1:{port}"
+    server = LiveServer(data_dir, database_url, url, ca, process, log, blobs)
     try:
         _wait_ready(server)
         yield server

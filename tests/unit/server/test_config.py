@@ -43,6 +43,16 @@ def test_command_line_database_wins(tmp_path: Path) -> None:
     assert load_config(tmp_path, "sqlite:////y.db").database_url == "sqlite:////y.db"
 
 
+def test_blob_store_from_config_file_or_command_line(tmp_path: Path) -> None:
+    assert load_config(tmp_path).blobs_url is None
+    (tmp_path / "config.toml").write_text('[server]\nblobs = "s3://fleet/repo"\n')
+    assert load_config(tmp_path).blobs_url == "s3://fleet/repo"
+    assert load_config(tmp_path, blobs_url="s3://other").blobs_url == "s3://other"
+    (tmp_path / "config.toml").write_text("[server]\nblobs = 3\n")
+    with pytest.raises(ConfigurationError, match="server.blobs must be a URL"):
+        load_config(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

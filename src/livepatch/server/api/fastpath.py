@@ -85,7 +85,7 @@ class FastPaths:
             elif name == b"authorization":
                 authorization = value
         try:
-            answer = self.static.respond(
+            answer = await self.static.respond_async(
                 area, relative, if_none_match, head=scope["method"] == "HEAD"
             )
         except NotFound:

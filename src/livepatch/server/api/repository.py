@@ -41,9 +41,9 @@ async def check_in(service: Service, credential: str | None) -> None:
         await service.checkins.check_in(credential)
 
 
-def serve(service: Service, area: str, path: str, if_none_match: str | None) -> Response:
+async def serve(service: Service, area: str, path: str, if_none_match: str | None) -> Response:
     header = if_none_match.encode("latin-1", "replace") if if_none_match is not None else None
-    answer = service.static.respond(area, path, header)
+    answer = await service.static.respond_async(area, path, header)
     service.metrics.inc("livepatch_static_requests_total", status=str(answer.status))
     response = Response(content=answer.body, status_code=answer.status)
     for name, value in answer.headers:
@@ -64,7 +64,7 @@ async def metadata(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     await check_in(service, credential)
-    return serve(service, "metadata", file, if_none_match)
+    return await serve(service, "metadata", file, if_none_match)
 
 
 @router.get(
@@ -80,4 +80,4 @@ async def targets(
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     await check_in(service, credential)
-    return serve(service, "targets", path, if_none_match)
+    return await serve(service, "targets", path, if_none_match)
