@@ -3,7 +3,9 @@
 Defaults: listen on 127.0.0.1, port 8443 with TLS or 8080 without; keep
 state in $LIVEPATCH_SERVER_DATA or /var/lib/livepatch-server with SQLite
 there. `serve` migrates the database and initialises the signed repository
-on start, so a fresh data directory just works.
+on start, so a fresh data directory just works. The web stack and the
+database layer are imported only by the commands that use them, so that
+``--help`` (here and in livepatch-admin, which shares the options) is fast.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from pathlib import Path
 
 from livepatch import __version__
 from livepatch.cli_support import configure_logging, run
-from livepatch.server import asgi
 from livepatch.server.config import (
     DEFAULT_HOST,
     DEFAULT_PORT_PLAIN,
@@ -25,7 +26,6 @@ from livepatch.server.config import (
     load_config,
 )
 from livepatch.server.errors import ConfigurationError
-from livepatch.server.service import Service
 
 PROGRAM = "livepatch-server"
 MAX_DEFAULT_WORKERS = 8
@@ -59,6 +59,8 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
 
 def prepare(config: ServerConfig) -> None:
     """Migrate the database and make sure the signed repository exists."""
+    from livepatch.server.service import Service
+
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     service = Service(config)
     try:
@@ -71,6 +73,8 @@ def prepare(config: ServerConfig) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from livepatch.server import asgi
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigurationError("Give both --tls-cert and --tls-key, or neither.")
@@ -100,6 +104,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> int:
+    from livepatch.server.service import Service
+
     config = config_from(args)
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     service = Service(config)

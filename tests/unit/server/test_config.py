@@ -49,7 +49,7 @@ def test_blob_store_from_config_file_or_command_line(tmp_path: Path) -> None:
     assert load_config(tmp_path).blobs_url == "s3://fleet/repo"
     assert load_config(tmp_path, blobs_url="s3://other").blobs_url == "s3://other"
     (tmp_path / "config.toml").write_text("[server]\nblobs = 3\n")
-    with pytest.raises(ConfigurationError, match="server.blobs must be a URL"):
+    with pytest.raises(ConfigurationError, match=r"server\.blobs must be a URL"):
         load_config(tmp_path)
 
 

@@ -1,14 +1,20 @@
-"""What the token and patch commands share: locating the service and printing."""
+"""What the token and patch commands share: locating the service and printing.
+
+Nothing heavy (the database layer, the web stack) is imported until a
+command runs, so that ``livepatch-admin --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livepatch.server.cli import add_location_options, config_from
-from livepatch.server.service import Service
+
+if TYPE_CHECKING:
+    from livepatch.server.service import Service
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, formats: bool = False) -> None:
@@ -19,6 +25,8 @@ def add_common_options(parser: argparse.ArgumentParser, *, formats: bool = False
 
 def open_service(args: argparse.Namespace) -> Service:
     """The service over the same data directory and database as `livepatch-server`."""
+    from livepatch.server.service import Service
+
     service = Service(config_from(args))
     service.database.migrate()
     return service

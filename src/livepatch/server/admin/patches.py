@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livepatch.rollout import Stage
-from livepatch.server import patches
 from livepatch.server.admin._common import add_common_options, dump_json, table, with_service
 from livepatch.server.errors import InvalidRequest
-from livepatch.server.service import Service
+
+if TYPE_CHECKING:
+    from livepatch.server import patches
+    from livepatch.server.service import Service
+
+SEVERITIES = ("low", "medium", "high", "critical")
+"""The values of ``patches.Severity`` (kept here so that --help imports nothing heavy)."""
 
 
 def register(subparsers: Any) -> None:
@@ -32,7 +37,7 @@ def register(subparsers: Any) -> None:
         nargs="+",
         help="CVE ids fixed by the patch",
     )
-    publish.add_argument("--severity", required=True, choices=[s.value for s in patches.Severity])
+    publish.add_argument("--severity", required=True, choices=SEVERITIES)
     publish.add_argument("--description", required=True)
     publish.add_argument("--canary-percentage", type=float)
     publish.add_argument("--moderate-percentage", type=float)
@@ -66,6 +71,8 @@ def register(subparsers: Any) -> None:
 
 
 def _publish(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     try:
         module = args.module.read_bytes()
     except OSError as error:
@@ -89,6 +96,8 @@ def _publish(service: Service, args: argparse.Namespace) -> int:
 
 
 def _list(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     found = patches.list_patches(service)
     if args.format == "json":
         print(dump_json([_info_dict(i) for i in found]))
@@ -102,6 +111,8 @@ def _list(service: Service, args: argparse.Namespace) -> int:
 
 
 def _show(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     detail = patches.show(service, args.patch_id)
     aggregates = [
         {"stage": a.stage, "kernel": a.kernel, "applied": a.applied, "failed": a.failed}
@@ -127,27 +138,37 @@ def _show(service: Service, args: argparse.Namespace) -> int:
 
 
 def _promote(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     to = Stage(args.to) if args.to else None
     _print_info(patches.promote(service, args.patch_id, to), args.format)
     return 0
 
 
 def _halt(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     _print_info(patches.halt(service, args.patch_id, args.reason), args.format)
     return 0
 
 
 def _resume(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     _print_info(patches.resume(service, args.patch_id), args.format)
     return 0
 
 
 def _withdraw(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     _print_info(patches.withdraw(service, args.patch_id), args.format)
     return 0
 
 
 def _run_engine(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
     decisions = patches.apply_engine(service)
     if args.format == "json":
         print(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livepatch.rollout import Tier
-from livepatch.server import tokens
 from livepatch.server.admin._common import add_common_options, dump_json, table, with_service
-from livepatch.server.service import Service
+
+if TYPE_CHECKING:
+    from livepatch.server import tokens
+    from livepatch.server.service import Service
 
 
 def register(subparsers: Any) -> None:
@@ -33,6 +35,8 @@ def register(subparsers: Any) -> None:
 
 
 def _create(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import tokens
+
     with service.transaction() as session:
         created = tokens.create_token(
             session, tier=Tier(args.tier), machines=args.machines, now=service.clock()
@@ -50,6 +54,8 @@ def _create(service: Service, args: argparse.Namespace) -> int:
 
 
 def _list(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import tokens
+
     with service.transaction() as session:
         found = tokens.list_tokens(session)
     if args.format == "json":
@@ -64,6 +70,8 @@ def _list(service: Service, args: argparse.Namespace) -> int:
 
 
 def _revoke(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import tokens
+
     with service.transaction() as session:
         info = tokens.revoke_token(session, args.token, now=service.clock())
     print(
