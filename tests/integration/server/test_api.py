@@ -53,6 +53,23 @@ def assert_error(response: httpx.Response, status: int, code: str) -> str:
     return message
 
 
+def test_the_served_openapi_document_is_the_committed_one(live: LiveServer) -> None:
+    committed = Path(__file__).parents[3] / "interfaces" / "openapi.json"
+    served = live.client().get("/openapi.json")
+    assert served.status_code == 200
+    assert served.json() == json.loads(committed.read_text())
+
+
+def test_tls_is_required_and_verified(live: LiveServer) -> None:
+    assert live.url.startswith("https://")
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{live.url}/healthz", timeout=10)  # the system CAs do not know it
+    plain = live.url.replace("https://", "http://")
+    with pytest.raises(httpx.HTTPError):
+        response = httpx.get(f"{plain}/healthz", timeout=10)
+        response.raise_for_status()
+
+
 def test_healthz(live: LiveServer) -> None:
     response = live.client().get("/healthz")
     assert response.status_code == 200
