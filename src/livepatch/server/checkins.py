@@ -36,14 +36,14 @@ from livepatch.server.storage.models import Machine
 from livepatch.server.telemetry import TelemetryWriter
 
 REMEMBER = timedelta(minutes=5)
-MAX_REMEMBERED = 250_000
+MAX_REMEMBERED = 100_000
 
 _LOOKUP = select(
     Machine.credential_digest, Machine.id, Machine.credential_expires, Machine.last_seen
 ).where(Machine.credential_digest.in_(bindparam("digests", expanding=True)))
 
 
-@dataclass
+@dataclass(slots=True)
 class Seen:
     machine: int
     """The machine's row id."""
@@ -114,6 +114,9 @@ class CheckIns:
         self.metrics.inc("livepatch_checkins_total")
 
     def _look_up(self, batch: list[Lookup]) -> None:
+        batch = [lookup for lookup in batch if lookup.result.set_running_or_notify_cancel()]
+        if not batch:
+            return
         try:
             with self.reading() as session:
                 rows = session.execute(_LOOKUP, {"digests": sorted({x.digest for x in batch})})

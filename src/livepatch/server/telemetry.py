@@ -144,7 +144,13 @@ class TelemetryWriter:
         self._batcher.close()
 
     def _write(self, batch: list[PendingReport | PendingCheckIn]) -> None:
-        reports = [item for item in batch if isinstance(item, PendingReport)]
+        # A report whose request was cancelled (the client went away) is dropped;
+        # the others can no longer be cancelled.
+        reports = [
+            item
+            for item in batch
+            if isinstance(item, PendingReport) and item.result.set_running_or_notify_cancel()
+        ]
         check_ins = [item for item in batch if isinstance(item, PendingCheckIn)]
         try:
             self._write_batch(reports, check_ins)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future
 from datetime import timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from livepatch.server.errors import (
 )
 from livepatch.server.service import Service
 from livepatch.server.storage.models import Base, Machine, Patch
+from livepatch.server.telemetry import PendingReport
 from tests.integration.server.conftest import Clock
 
 LIFETIME = timedelta(days=30)
@@ -278,3 +280,55 @@ def test_check_ins_are_verified_remembered_and_move_last_seen(
     assert not service.checkins.remembered(credential.credential)
     with pytest.raises(Unauthenticated, match="expired"):
         asyncio.run(service.checkins.check_in(credential.credential))
+
+
+def test_aggregates_are_per_stage_and_kernel(service: Service) -> None:
+    token = make_token(service, limit=10)
+    credentials = [enrol(service, token, n) for n in range(4)]
+    with service.transaction() as session:
+        session.add(_patch(service))
+
+    def report(n: int, kernel: str, result: reports.Result) -> None:
+        outcome = reports.Outcome("lp-k-1", kernel, result, None, None, 1, 0)
+        future = service.telemetry.report(
+            credentials[n].machine_id, credentials[n].credential, outcome, service.clock()
+        )
+        future.result(timeout=30)
+
+    report(0, "k-a", reports.Result.APPLIED)
+    report(1, "k-b", reports.Result.FAILED)
+    with service.transaction() as session:
+        session.query(Patch).filter_by(patch_id="lp-k-1").update({"stage": "moderate"})
+    report(0, "k-a", reports.Result.APPLIED)  # counted again: a new stage
+    report(2, "k-a", reports.Result.FAILED)
+    report(3, "k-b", reports.Result.APPLIED)
+    with service.transaction() as session:
+        rows = reports.aggregates(session, "lp-k-1")
+    assert [(a.stage, a.kernel, a.applied, a.failed) for a in rows] == [
+        ("canary", "k-a", 1, 0),
+        ("canary", "k-b", 0, 1),
+        ("moderate", "k-a", 1, 1),
+        ("moderate", "k-b", 1, 0),
+    ]
+
+
+def test_a_cancelled_report_is_dropped_without_harming_its_batch(service: Service) -> None:
+    token = make_token(service, limit=10)
+    gone, stays = enrol(service, token, 1), enrol(service, token, 2)
+    with service.transaction() as session:
+        session.add(_patch(service))
+    outcome = reports.Outcome("lp-k-1", "k", reports.Result.APPLIED, None, None, 1, 0)
+    cancelled: Future[str] = Future()
+    assert cancelled.cancel()  # the client went away before the batch ran
+    kept: Future[str] = Future()
+    now = service.clock()
+    service.telemetry._write(  # one batch, as the writer thread would hand it over
+        [
+            PendingReport(gone.machine_id, gone.credential, outcome, now, cancelled),
+            PendingReport(stays.machine_id, stays.credential, outcome, now, kept),
+        ]
+    )
+    assert kept.result(timeout=0) == "canary"
+    with service.transaction() as session:
+        [aggregate] = reports.aggregates(session, "lp-k-1")
+        assert aggregate.applied == 1
