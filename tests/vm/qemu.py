@@ -65,8 +65,12 @@ def run_in_vm(
     cpus: int = 1,
     rwdirs: Sequence[Path] = (),
     env: dict[str, str] | None = None,
+    network: str | None = None,
 ) -> VmResult:
     """Boot `release` with `append` on its command line and run shell `command`.
+
+    `network="user"` gives the guest qemu's user-mode network, where the
+    host's loopback is 10.0.2.2.
 
     Returns the command's exit status and the combined output. Raises VmError
     if vng is missing, the kernel image is missing, or `timeout` passes (the
@@ -99,6 +103,8 @@ def run_in_vm(
         argv += ["--append", argument]
     for directory in rwdirs:
         argv += ["--rwdir", str(directory)]
+    if network is not None:
+        argv += ["--network", network]
     argv += ["--exec", command]
     environment = {**os.environ, **(env or {})}
     # virtme-run must be on PATH for vng; it lives next to the venv's python.

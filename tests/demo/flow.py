@@ -1,0 +1,597 @@
+"""The whole stream, step by step: shared by `make demo` and the end-to-end test.
+
+`run(narrator, workdir)` performs every step in order, tells the narrator as
+it goes and returns `Facts`, what each step observed, for the test to assert
+on. Everything it starts is stopped in `finally` blocks, whatever fails.
+
+The story, on Debian's kernel in qemu:
+
+1. build three livepatch modules for the VM's kernel (tests/demo/modules):
+   fix 1, a cumulative fix 2 and a faulty fix 3;
+2. boot the VM (in the background: it takes a while under TCG) with two
+   "secrets" on the kernel command line, which /proc/cmdline shows to
+   every user: that is the vulnerability the fixes close;
+3. `livepatch-admin keys init` and a private CA for the service's TLS;
+4. `livepatch-server serve` (SQLite, HTTPS), with a short rollout policy;
+5. `livepatch-admin tokens create`;
+6. `livepatch-admin publish` fix 1 with its CVE, then promote it to all;
+7. in the VM: the system bus, dbus-monitor and the livepatch daemon;
+8. `livepatch enable TOKEN` and `livepatch refresh`: the kernel is patched;
+9. `livepatch status --verbose`, the PatchApplied signal, the motd;
+10. a fleet of simulated machines enrols and catches up;
+11. fix 2 rolls out canary → moderate → all as the engine sees healthy
+    reports after each soak, and the VM picks it up (atomic replace);
+12. the faulty fix 3 fails on its canaries and the engine halts it; the
+    VM, one of its moderate machines, never applies it;
+13. everything is stopped; nothing is left running or listening.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shlex
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livepatch.rollout import BUCKETS, RolloutState, Stage, bucket
+from tests.demo.client import Client, demo_client
+from tests.demo.fleet import FAULTY_ERRNO, FAULTY_REASON, Fleet, Progress
+from tests.demo.narrator import Narrator
+from tests.demo.processes import RUN_VARIABLE, kill_marked, listening
+from tests.demo.service import Admin, RunningService, Tls, private_tls, running_service
+from tests.demo.vm import HOST_FROM_GUEST, GuestError, GuestVm
+from tests.vm import build_modules, default_release
+from tests.vm.qemu import REPO
+
+MODULES = Path(__file__).parent / "modules"
+BUS_POLICY = REPO / "interfaces" / "io.livepatch.Livepatch1.conf"
+STEPS = 13
+
+SECRETS = {"demo.password": "hunter2", "demo.token": "s3cr3t-t0ken"}
+"""Kernel command-line parameters every user can read in /proc/cmdline."""
+
+# The service's rollout policy for the demo (config.toml): short soaks so that
+# the engine promotes in seconds, and a sample small enough for the fleet.
+CANARY_PERCENTAGE = 10.0
+MODERATE_PERCENTAGE = 40.0
+CANARY_SOAK_SECONDS = 8.0
+MODERATE_SOAK_SECONDS = 5.0
+MINIMUM_SAMPLE = 10
+FLEET_SIZE = 200
+
+INTERFACE = "io.livepatch.Livepatch1"
+GUEST_RUN = Path("/run/livepatch-demo")
+MOTD_FRAGMENT = Path("/run/livepatch/motd")
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    label: str
+    module: str
+    cves: tuple[str, ...]
+    severity: str
+    description: str
+
+
+FIX1 = PatchSpec(
+    "fix 1",
+    "livepatch_demo_fix1",
+    ("CVE-2099-10001",),
+    "high",
+    "/proc/cmdline shows demo.password= to every user (demo)",
+)
+FIX2 = PatchSpec(
+    "fix 2",
+    "livepatch_demo_fix2",
+    ("CVE-2099-10001", "CVE-2099-10002"),
+    "high",
+    "/proc/cmdline shows demo.password= and demo.token= to every user (demo)",
+)
+FAULTY = PatchSpec(
+    "fix 3",
+    "livepatch_demo_faulty",
+    ("CVE-2099-10001", "CVE-2099-10002", "CVE-2099-10003"),
+    "medium",
+    "fix 2 plus a hardening of a function this kernel lacks: a faulty build (demo)",
+)
+
+
+@dataclass
+class Facts:
+    """What the run observed; the end-to-end test asserts on these."""
+
+    run_id: str
+    kernel: str = ""
+    client: str = ""
+    patch_ids: dict[str, str] = field(default_factory=dict)
+    vm_machine_id: str = ""
+    vm_boot_seconds: float = 0.0
+    cmdline: dict[str, dict[str, str]] = field(default_factory=dict)
+    """demo.* parameters as /proc/cmdline shows them: before, fix1, fix2, fix3."""
+    enable: str = ""
+    refresh: str = ""
+    status_verbose: str = ""
+    status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`livepatch status --format json` after fix1, fix2 and fix3."""
+    signals: list[tuple[str, list[str]]] = field(default_factory=list)
+    """(member, arguments) of every io.livepatch.Livepatch1 signal on the VM's system bus."""
+    motd_fragment: str = ""
+    motd: str = ""
+    loaded: dict[str, list[str]] = field(default_factory=dict)
+    """Directories in /sys/kernel/livepatch after fix1, fix2 and fix3."""
+    fleet_enrolled: int = 0
+    fleet: dict[str, Progress] = field(default_factory=dict)
+    shown: dict[str, Any] = field(default_factory=dict)
+    """`livepatch-admin patches show --format json` of fix 2 and fix 3 at the end."""
+    ports: list[int] = field(default_factory=list)
+    left_running: list[tuple[int, str]] = field(default_factory=list)
+    left_listening: list[int] = field(default_factory=list)
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    total_seconds: float = 0.0
+
+
+@dataclass
+class Demo:
+    narrator: Narrator
+    workdir: Path
+    client: Client
+    facts: Facts
+    kernel: str
+    modules: dict[str, Path] = field(default_factory=dict)
+    admin: Admin | None = None
+    tls: Tls | None = None
+    service: RunningService | None = None
+    vm: GuestVm | None = None
+    fleet: Fleet | None = None
+    token: str = ""
+    fleet_token: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {RUN_VARIABLE: self.facts.run_id}
+
+    # -- helpers -----------------------------------------------------------------
+
+    def host(self, *argv: str) -> str:
+        """Run `livepatch-admin ARGV`, narrating it; its stdout."""
+        assert self.admin is not None
+        self.narrator.command("$", ["livepatch-admin", *argv])
+        return self.admin.run(*argv)
+
+    def host_json(self, *argv: str) -> Any:
+        return json.loads(self.host(*argv, "--format", "json"))
+
+    def guest(self, *args: str, show: bool = True, check: bool = True) -> str:
+        """Run the client's `livepatch ARGS` in the VM as root, narrating it."""
+        assert self.vm is not None
+        argv = self.client.livepatch(*args)
+        shown = ["livepatch", *(_mask(arg) for arg in args)]
+        self.narrator.command("vm#", shown)
+        result = self.vm.run(argv, env=self.client.env, timeout=300)
+        text = result.stdout + result.stderr
+        if show:
+            self.narrator.output(text)
+        if check:
+            result.check()
+        return text
+
+    def cmdline(self) -> dict[str, str]:
+        assert self.vm is not None
+        text = self.vm.run(["cat", "/proc/cmdline"]).check().stdout
+        return {
+            key: value
+            for key, _, value in (item.partition("=") for item in text.split())
+            if key in SECRETS
+        }
+
+    def loaded(self) -> list[str]:
+        assert self.vm is not None
+        return self.vm.run(["ls", "/sys/kernel/livepatch"]).check().stdout.split()
+
+    def signals(self) -> list[tuple[str, list[str]]]:
+        """Our D-Bus signals dbus-monitor has seen so far (kept in the facts)."""
+        assert self.vm is not None
+        text = self.vm.run(["cat", str(GUEST_RUN / "signals.txt")]).check().stdout
+        self.facts.signals = parse_signals(text)
+        return self.facts.signals
+
+    def status_json(self) -> dict[str, Any]:
+        assert self.vm is not None
+        result = self.vm.run(
+            self.client.livepatch("status", "--format", "json"), env=self.client.env
+        ).check()
+        document: dict[str, Any] = json.loads(result.stdout)
+        return document
+
+    def publish(self, spec: PatchSpec) -> str:
+        module = self.modules[spec.module]
+        info = self.host_json(
+            "publish",
+            str(module),
+            "--kernel",
+            self.kernel,
+            "--cve",
+            *spec.cves,
+            "--severity",
+            spec.severity,
+            "--description",
+            spec.description,
+        )
+        patch_id = str(info["patch_id"])
+        expected = predicted_patch_id(self.kernel, spec)
+        if patch_id != expected:
+            raise RuntimeError(
+                f"The service named {spec.label} {patch_id}, not {expected}; update "
+                "predicted_patch_id in tests/demo/flow.py to its numbering."
+            )
+        self.facts.patch_ids[spec.label] = patch_id
+        rollout = info["rollout"]
+        self.narrator.say(
+            f"published {patch_id} ({module.name}, {', '.join(spec.cves)}): "
+            f"{rollout['stage']} {rollout['percentage']:g}%"
+        )
+        return patch_id
+
+
+def _mask(argument: str) -> str:
+    """Tokens are secrets: show only their start."""
+    return argument[:6] + "…" if len(argument) > 24 and "=" not in argument else argument
+
+
+def predicted_patch_id(kernel: str, spec: PatchSpec) -> str:
+    """Patch ids are lp-<kernel>-<version>, versions counting up per kernel."""
+    number = {FIX1.module: 1, FIX2.module: 2, FAULTY.module: 3}[spec.module]
+    return f"lp-{kernel}-{number}"
+
+
+def moderate_machine_id(patch_id: str) -> str:
+    """A stable machine id in `patch_id`'s moderate group (not a canary)."""
+    low = round(CANARY_PERCENTAGE * BUCKETS / 100)
+    high = round(MODERATE_PERCENTAGE * BUCKETS / 100)
+    for number in range(100_000):
+        candidate = hashlib.sha256(f"livepatch-demo-vm-{number}".encode()).hexdigest()[:32]
+        if low <= bucket(candidate, patch_id) < high:
+            return candidate
+    raise RuntimeError("no machine id falls in the moderate group")  # pragma: no cover
+
+
+def stage_text(state: RolloutState) -> str:
+    text = f"{state.stage.value} {state.percentage:g}%"
+    return text + " HALTED" if state.halted else text
+
+
+def policy_toml() -> str:
+    return (
+        "# Demo policy: promote after seconds, not days.\n"
+        "[server]\n"
+        "engine_interval_seconds = 1\n"
+        "[rollout]\n"
+        f"canary_percentage = {CANARY_PERCENTAGE}\n"
+        f"moderate_percentage = {MODERATE_PERCENTAGE}\n"
+        f"canary_soak_hours = {CANARY_SOAK_SECONDS / 3600!r}\n"
+        f"moderate_soak_hours = {MODERATE_SOAK_SECONDS / 3600!r}\n"
+        f"minimum_sample = {MINIMUM_SAMPLE}\n"
+    )
+
+
+def parse_signals(text: str) -> list[tuple[str, list[str]]]:
+    """(member, string arguments) of each of our signals in dbus-monitor's output."""
+    signals: list[tuple[str, list[str]]] = []
+    ours = False
+    for line in text.splitlines():
+        header = re.match(r"signal .*interface=([\w.]+); member=(\w+)", line)
+        if header:
+            ours = header.group(1) == INTERFACE
+            if ours:
+                signals.append((header.group(2), []))
+            continue
+        value = re.match(r'\s+string "(.*)"$', line)
+        if value and ours:
+            signals[-1][1].append(value.group(1))
+    return signals
+
+
+# -- the steps -------------------------------------------------------------------
+
+
+def build(demo: Demo) -> None:
+    demo.modules = build_modules(MODULES, release=demo.kernel)
+    for spec in (FIX1, FIX2, FAULTY):
+        module = demo.modules[spec.module]
+        demo.narrator.say(f"{spec.label}: {module.name} ({module.stat().st_size} bytes)")
+
+
+def boot(demo: Demo, stack: contextlib.ExitStack) -> None:
+    append = [f"{key}={value}" for key, value in SECRETS.items()]
+    demo.narrator.say(
+        f"kernel command line gets {' '.join(append)}: /proc/cmdline shows it to every user"
+    )
+    demo.vm = stack.enter_context(GuestVm(append=append, env=demo.env))
+    demo.narrator.say("qemu (TCG) boots it while the service is set up")
+
+
+def keys(demo: Demo) -> None:
+    data = demo.workdir / "server"
+    demo.admin = Admin(data, demo.env)
+    demo.narrator.say(demo.host("keys", "init").strip())
+    demo.tls = private_tls(demo.workdir / "tls", ["127.0.0.1", HOST_FROM_GUEST])
+    demo.narrator.say(
+        f"private TLS CA {demo.tls.ca.name}; server certificate for 127.0.0.1, "
+        f"{HOST_FROM_GUEST} (the host as the VM sees it)"
+    )
+    (data / "config.toml").write_text(policy_toml())
+    demo.narrator.say(
+        f"rollout policy: canary {CANARY_PERCENTAGE:g}% for {CANARY_SOAK_SECONDS:g} s, "
+        f"moderate {MODERATE_PERCENTAGE:g}% for {MODERATE_SOAK_SECONDS:g} s, then all; "
+        f"halt above 2% failures once {MINIMUM_SAMPLE} machines reported"
+    )
+
+
+def serve(demo: Demo, stack: contextlib.ExitStack) -> None:
+    assert demo.admin is not None and demo.tls is not None
+    demo.service = stack.enter_context(running_service(demo.admin.data_dir, demo.tls, demo.env))
+    demo.narrator.command("$", ["livepatch-server", *demo.service.argv[1:]])
+    demo.facts.ports.append(demo.service.port)
+    demo.narrator.say(f"serving {demo.service.url} (SQLite, HTTPS); /healthz answers")
+
+
+def tokens(demo: Demo) -> None:
+    created = demo.host_json("tokens", "create")
+    demo.token = str(created["token"])
+    demo.narrator.say(
+        f"token {created['id']} ({created['tier']}, {created['machine_limit']} machines)"
+    )
+    fleet = demo.host_json("tokens", "create", "--machines", str(FLEET_SIZE))
+    demo.fleet_token = str(fleet["token"])
+    demo.narrator.say(f"token {fleet['id']} for the fleet ({fleet['machine_limit']} machines)")
+
+
+def publish_fix1(demo: Demo) -> None:
+    patch_id = demo.publish(FIX1)
+    demo.narrator.say("an urgent fix: the administrator sends it to every machine at once")
+    info = demo.host_json("patches", "promote", patch_id, "--to", "all")
+    demo.narrator.say(f"{patch_id}: {info['rollout']['stage']} {info['rollout']['percentage']:g}%")
+
+
+def start_guest(demo: Demo) -> None:
+    vm = demo.vm
+    assert vm is not None
+    demo.facts.ports.append(vm.port)
+    waited = demo.narrator.elapsed()
+    seconds = demo.facts.vm_boot_seconds = vm.wait_ready()
+    demo.narrator.say(
+        f"the VM runs {vm.release}: its agent connected {seconds:.0f} s after the boot began "
+        f"(waited {demo.narrator.elapsed() - waited:.0f} s for it)"
+    )
+    machine_id = moderate_machine_id(predicted_patch_id(demo.kernel, FAULTY))
+    demo.facts.vm_machine_id = machine_id
+    vm.write(Path("/etc/machine-id"), machine_id + "\n")
+    demo.narrator.say(f"machine id {machine_id}")
+    install_client(demo)
+    vm.sh(
+        f"mkdir -p /run/dbus /etc/dbus-1/system.d {GUEST_RUN} && "
+        f"cp {shlex.quote(str(BUS_POLICY))} /etc/dbus-1/system.d/"
+    ).check()
+    vm.spawn(
+        "dbus-daemon",
+        ["/usr/bin/dbus-daemon", "--system", "--nofork", "--nopidfile"],
+        output=GUEST_RUN / "dbus-daemon.log",
+    )
+    wait_for_socket(vm, Path("/run/dbus/system_bus_socket"))
+    demo.narrator.say("system bus up, with the livepatch bus policy installed")
+    match = f"type='signal',interface='{INTERFACE}'"
+    vm.spawn(
+        "dbus-monitor",
+        ["/usr/bin/dbus-monitor", "--system", match],
+        output=GUEST_RUN / "signals.txt",
+    )
+    demo.narrator.say(f'dbus-monitor --system "{match}"')
+    vm.spawn("daemon", demo.client.daemon, output=GUEST_RUN / "daemon.log", env=demo.client.env)
+    wait_for_socket(vm, demo.client.state_dir / "control.sock", timeout=240)
+    demo.narrator.say(f"{shlex.join(['livepatch', *demo.client.daemon[1:]])}: running")
+
+
+def install_client(demo: Demo) -> None:
+    vm, client = demo.vm, demo.client
+    assert vm is not None
+    if client.setup:
+        vm.sh(client.setup).check()
+        demo.narrator.say(f"installed {client.description}: {client.env.get('SNAP', '')}")
+    if client.install_hook:
+        env = {**client.env, **client.hook_env}
+        vm.run(client.install_hook, env=env, timeout=300).check()
+        demo.narrator.say(f"ran its install hook ({client.install_hook[0]})")
+
+
+def wait_for_socket(vm: GuestVm, path: Path, timeout: int = 60) -> None:
+    tries = timeout * 5
+    script = (
+        f"for i in $(seq {tries}); do [ -S {shlex.quote(str(path))} ] && exit 0; "
+        "sleep 0.2; done; exit 1"
+    )
+    if vm.sh(script, timeout=timeout + 10).returncode != 0:
+        logs = vm.sh(f"tail -n 30 {GUEST_RUN}/*.log").stdout
+        raise GuestError(f"{path} did not appear in the VM within {timeout} s.\n{logs}")
+
+
+def enable(demo: Demo) -> None:
+    assert demo.service is not None and demo.tls is not None
+    before = demo.cmdline()
+    demo.facts.cmdline["before"] = before
+    demo.narrator.say(f"/proc/cmdline before: {_params(before)}")
+    url = f"https://{HOST_FROM_GUEST}:{demo.service.port}"
+    demo.guest("config", f"remote-server={url}", f"ca-certs={demo.tls.ca}", show=False)
+    demo.facts.enable = demo.guest("enable", demo.token)
+    demo.facts.refresh = demo.guest("refresh")
+    after = demo.cmdline()
+    demo.facts.cmdline["fix1"] = after
+    demo.facts.loaded["fix1"] = demo.loaded()
+    demo.narrator.say(f"/proc/cmdline after:  {_params(after)}")
+    demo.narrator.say(f"/sys/kernel/livepatch: {' '.join(demo.facts.loaded['fix1'])}")
+
+
+def _params(params: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in params.items())
+
+
+def report(demo: Demo) -> None:
+    vm = demo.vm
+    assert vm is not None
+    demo.facts.status_verbose = demo.guest("status", "--verbose")
+    demo.facts.status["fix1"] = demo.status_json()
+    signals = demo.signals()
+    demo.narrator.say("D-Bus signals seen by dbus-monitor on the system bus:")
+    for member, args in signals:
+        demo.narrator.say(f"  {INTERFACE}.{member} {' '.join(args)}")
+    demo.facts.motd_fragment = vm.run(["cat", str(MOTD_FRAGMENT)]).check().stdout
+    motd = vm.run(["sh", str(demo.client.motd_script)], env=demo.client.env).check().stdout
+    demo.facts.motd = motd
+    demo.narrator.say(f"login message ({demo.client.motd_script.name}):")
+    demo.narrator.output(motd.strip("\n"))
+
+
+def enrol_fleet(demo: Demo) -> None:
+    assert demo.service is not None and demo.tls is not None
+    fleet = Fleet(demo.service.url, demo.tls.ca, demo.kernel, demo.workdir / "fleet")
+    fleet.enrol(demo.fleet_token, FLEET_SIZE)
+    demo.fleet = fleet
+    demo.facts.fleet_enrolled = len(fleet.machines)
+    _, actions = fleet.round()
+    applied = sum(1 for action in actions if action.result == "applied")
+    demo.narrator.say(
+        f"{len(fleet.machines)} simulated machines enrolled over HTTPS; "
+        f"{applied} applied {demo.facts.patch_ids[FIX1.label]} on their first check-in"
+    )
+
+
+def _narrate_rollout(demo: Demo) -> Any:
+    def changed(elapsed: float, state: RolloutState, progress: Progress) -> None:
+        applied = sum(1 for a in progress.actions if a.result == "applied")
+        failed = sum(1 for a in progress.actions if a.result == "failed")
+        demo.narrator.say(
+            f"+{elapsed:4.1f} s  {stage_text(state):<18} so far {applied} applied, {failed} failed"
+        )
+
+    return changed
+
+
+def roll_out_fix2(demo: Demo) -> None:
+    fleet = demo.fleet
+    assert fleet is not None
+    patch_id = demo.publish(FIX2)
+    progress = fleet.follow(
+        patch_id,
+        done=lambda state: state.stage is Stage.ALL,
+        timeout=CANARY_SOAK_SECONDS + MODERATE_SOAK_SECONDS + 60,
+        on_change=_narrate_rollout(demo),
+    )
+    demo.facts.fleet[FIX2.label] = progress
+    for stage in (Stage.CANARY, Stage.MODERATE, Stage.ALL):
+        demo.narrator.say(
+            f"{stage.value:>8}: {progress.count(stage, 'applied')} machines applied it, "
+            f"{progress.count(stage, 'failed')} failed"
+        )
+    # The VM is one machine of the fleet now that the patch reached everyone.
+    demo.guest("refresh")
+    demo.facts.cmdline["fix2"] = after = demo.cmdline()
+    demo.facts.loaded["fix2"] = demo.loaded()
+    demo.facts.status["fix2"] = demo.status_json()
+    demo.narrator.say(f"/proc/cmdline now:    {_params(after)}")
+    loaded = " ".join(demo.facts.loaded["fix2"])
+    demo.narrator.say(f"/sys/kernel/livepatch: {loaded} (replaced fix 1)")
+
+
+def halt_faulty(demo: Demo) -> None:
+    fleet = demo.fleet
+    assert fleet is not None
+    fleet.refuse(FAULTY.module, FAULTY_ERRNO, FAULTY_REASON)
+    patch_id = demo.publish(FAULTY)
+    progress = fleet.follow(
+        patch_id,
+        done=lambda state: state.halted,
+        timeout=CANARY_SOAK_SECONDS + 60,
+        on_change=_narrate_rollout(demo),
+    )
+    demo.facts.fleet[FAULTY.label] = progress
+    shown = demo.host_json("patches", "show", patch_id)
+    demo.facts.shown[FAULTY.label] = shown
+    demo.narrator.say(f"halted: {shown['rollout']['halt_reason']}")
+    vm_bucket = bucket(demo.facts.vm_machine_id, patch_id)
+    demo.narrator.say(
+        f"the VM is in {patch_id}'s moderate group (bucket {vm_bucket} of {BUCKETS}); it checks in:"
+    )
+    demo.guest("refresh")
+    demo.facts.cmdline["fix3"] = demo.cmdline()
+    demo.facts.loaded["fix3"] = demo.loaded()
+    demo.facts.status["fix3"] = demo.status_json()
+    demo.narrator.say(f"/sys/kernel/livepatch: {' '.join(demo.facts.loaded['fix3'])} (unchanged)")
+    assert demo.admin is not None
+    demo.facts.shown[FIX2.label] = demo.admin.json("patches", "show", demo.facts.patch_ids["fix 2"])
+    demo.signals()
+    demo.narrator.output(demo.host("patches", "list"))
+
+
+def shut_down(demo: Demo, stack: contextlib.ExitStack) -> None:
+    stack.close()
+    demo.facts.left_running = kill_marked(demo.facts.run_id)
+    demo.facts.left_listening = [port for port in demo.facts.ports if listening(port)]
+    demo.narrator.say(
+        "VM powered off, service stopped; "
+        f"processes left: {len(demo.facts.left_running)}, "
+        f"ports still listening: {len(demo.facts.left_listening)}"
+    )
+
+
+@contextlib.contextmanager
+def _cleanup(demo: Demo) -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        try:
+            yield stack
+        finally:
+            stack.close()
+            kill_marked(demo.facts.run_id)
+
+
+def run(narrator: Narrator, workdir: Path, client: Client | None = None) -> Facts:
+    """Perform the whole demo in `workdir`; what it saw. Stops everything it started."""
+    client = client or demo_client()
+    kernel = default_release()
+    facts = Facts(run_id=uuid.uuid4().hex, kernel=kernel, client=client.description)
+    demo = Demo(narrator, workdir, client, facts, kernel)
+    narrator.total_steps = STEPS
+    with _cleanup(demo) as stack:
+        with narrator.step(f"Build the sample livepatches for kernel {kernel}"):
+            build(demo)
+        with narrator.step("Boot the VM"):
+            boot(demo, stack)
+        with narrator.step("Create the service's keys and a private CA"):
+            keys(demo)
+        with narrator.step("Start the patch service"):
+            serve(demo, stack)
+        with narrator.step("Create enrolment tokens"):
+            tokens(demo)
+        with narrator.step("Publish fix 1 with its CVE"):
+            publish_fix1(demo)
+        with narrator.step(f"In the VM ({client.description}): system bus, monitor, daemon"):
+            start_guest(demo)
+        with narrator.step("In the VM: enable with the token, refresh: patched live"):
+            enable(demo)
+        with narrator.step("In the VM: status, D-Bus signal, login message"):
+            report(demo)
+        with narrator.step(f"Enrol a fleet of {FLEET_SIZE} simulated machines"):
+            enrol_fleet(demo)
+        with narrator.step("Roll out cumulative fix 2: canary → moderate → all"):
+            roll_out_fix2(demo)
+        with narrator.step("Publish faulty fix 3: its canaries fail, the engine halts it"):
+            halt_faulty(demo)
+        with narrator.step("Stop everything"):
+            shut_down(demo, stack)
+    facts.timings = list(narrator.timings)
+    facts.total_seconds = narrator.elapsed()
+    return facts
