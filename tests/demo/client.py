@@ -1,12 +1,13 @@
 """The one place that says how the VM runs the livepatch client: the packaged snap.
 
-`demo_client()` builds the snap the way `make snap` does (livepatch.snap.build,
-cached; the .snap's path is the last line it prints) and describes how the VM
-runs it as snapd would: the .snap's squashfs mounted read-only as $SNAP, the
-apps' commands and environment read from its meta/snap.yaml, $SNAP_DATA and
-$SNAP_COMMON created, and its install hook run (with a stand-in snapctl)
-before anything else. Every client command of the demo (`livepatch enable`,
-`refresh`, `status`, the daemon) is built from the `Client` it returns.
+`build_snap()` builds the snap the way `make snap` does (livepatch.snap.build,
+cached; the .snap's path is the last line it prints) and `snap_client()`
+describes how the VM runs it as snapd would: the .snap's squashfs mounted
+read-only as $SNAP, the apps' commands and environment read from its
+meta/snap.yaml, $SNAP_DATA and $SNAP_COMMON created, and its install hook
+run (with a stand-in snapctl) before anything else. Every client command
+of the demo (`livepatch enable`, `refresh`, `status`, the daemon) is built
+from that `Client`.
 
 `source_tree_client()` is the client from the repository's venv, for
 comparing the two.
@@ -161,7 +162,3 @@ def snap_client(snap: Path, revision: str = "x1") -> Client:
             "SNAPCTL_STATE": str(common / "snapctl.json"),
         },
     )
-
-
-def demo_client() -> Client:
-    return snap_client(build_snap())

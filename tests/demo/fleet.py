@@ -39,6 +39,8 @@ class Machine:
     tier: Tier
     loaded: str | None = None
     """The module name this machine's (simulated) kernel has applied."""
+    failed: set[str] = field(default_factory=set)
+    """Patches that failed here; a real client retries them an hour later, not in this run."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class Fleet:
                 tier=machine.tier,
                 loaded_modules={machine.loaded} if machine.loaded else set(),
             )
-            if isinstance(decision, Apply):
+            if isinstance(decision, Apply) and decision.patch.patch_id not in machine.failed:
                 work.append((machine, decision.patch))
 
         def apply(item: tuple[Machine, PatchInfo]) -> Action:
@@ -147,7 +149,9 @@ class Fleet:
                 duration_ms=40,
             )
             self.api.report(machine.machine_id, machine.credential, report)
-            if not refused:
+            if refused:
+                machine.failed.add(patch.patch_id)
+            else:
                 machine.loaded = patch.module_name
             stage = by_id[patch.patch_id].rollout.stage
             return Action(machine.machine_id, patch.patch_id, stage, report.result)

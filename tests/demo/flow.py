@@ -6,16 +6,18 @@ on. Everything it starts is stopped in `finally` blocks, whatever fails.
 
 The story, on Debian's kernel in qemu:
 
-1. build three livepatch modules for the VM's kernel (tests/demo/modules):
-   fix 1, a cumulative fix 2 and a faulty fix 3;
-2. boot the VM (in the background: it takes a while under TCG) with two
+1. boot the VM (in the background: it takes a while under TCG) with two
    "secrets" on the kernel command line, which /proc/cmdline shows to
    every user: that is the vulnerability the fixes close;
+2. build the client snap (`make snap`) and three livepatch modules for the
+   VM's kernel (tests/demo/modules): fix 1, a cumulative fix 2 and a faulty
+   fix 3;
 3. `livepatch-admin keys init` and a private CA for the service's TLS;
 4. `livepatch-server serve` (SQLite, HTTPS), with a short rollout policy;
 5. `livepatch-admin tokens create`;
 6. `livepatch-admin publish` fix 1 with its CVE, then promote it to all;
-7. in the VM: the system bus, dbus-monitor and the livepatch daemon;
+7. in the VM: install the snap, start the system bus, dbus-monitor and the
+   snap's daemon;
 8. `livepatch enable TOKEN` and `livepatch refresh`: the kernel is patched;
 9. `livepatch status --verbose`, the PatchApplied signal, the motd;
 10. a fleet of simulated machines enrols and catches up;
@@ -33,6 +35,8 @@ import hashlib
 import json
 import re
 import shlex
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from livepatch.rollout import BUCKETS, RolloutState, Stage, bucket
-from tests.demo.client import Client, demo_client
+from livepatch.server.config import DATA_DIR_ENV
+from tests.demo.client import Client, build_snap, snap_client, source_tree_client
 from tests.demo.fleet import FAULTY_ERRNO, FAULTY_REASON, Fleet, Progress
 from tests.demo.narrator import Narrator
 from tests.demo.processes import RUN_VARIABLE, kill_marked, listening
@@ -213,7 +218,7 @@ class Demo:
         module = self.modules[spec.module]
         info = self.host_json(
             "publish",
-            str(module),
+            str(module.relative_to(self.workdir)),
             "--kernel",
             self.kernel,
             "--cve",
@@ -300,32 +305,43 @@ def parse_signals(text: str) -> list[tuple[str, list[str]]]:
 # -- the steps -------------------------------------------------------------------
 
 
+def build_client(demo: Demo) -> Client:
+    snap = build_snap()
+    demo.narrator.say(f"$ make snap   # {snap.relative_to(REPO)}")
+    return snap_client(snap)
+
+
 def build(demo: Demo) -> None:
-    demo.modules = build_modules(MODULES, release=demo.kernel)
+    built = build_modules(MODULES, release=demo.kernel)
+    directory = demo.workdir / "patches"
+    directory.mkdir()
     for spec in (FIX1, FIX2, FAULTY):
-        module = demo.modules[spec.module]
-        demo.narrator.say(f"{spec.label}: {module.name} ({module.stat().st_size} bytes)")
+        module = directory / built[spec.module].name
+        shutil.copyfile(built[spec.module], module)
+        demo.modules[spec.module] = module
+        demo.narrator.say(f"{spec.label}: patches/{module.name}: {spec.description}")
 
 
 def boot(demo: Demo, stack: contextlib.ExitStack) -> None:
     append = [f"{key}={value}" for key, value in SECRETS.items()]
     demo.narrator.say(
-        f"kernel command line gets {' '.join(append)}: /proc/cmdline shows it to every user"
+        f"its command line carries {' '.join(append)}, and /proc/cmdline shows it "
+        "to every user: the vulnerability the fixes close"
     )
     demo.vm = stack.enter_context(GuestVm(append=append, env=demo.env))
-    demo.narrator.say("qemu (TCG) boots it while the service is set up")
+    demo.narrator.say("it boots in the background (TCG, no KVM here) while the service is set up")
 
 
 def keys(demo: Demo) -> None:
-    data = demo.workdir / "server"
-    demo.admin = Admin(data, demo.env)
+    demo.admin = admin = Admin(demo.workdir, demo.env)
+    demo.narrator.say(f"$ export {DATA_DIR_ENV}={admin.data_dir}   # the service's state")
     demo.narrator.say(demo.host("keys", "init").strip())
     demo.tls = private_tls(demo.workdir / "tls", ["127.0.0.1", HOST_FROM_GUEST])
     demo.narrator.say(
         f"private TLS CA {demo.tls.ca.name}; server certificate for 127.0.0.1, "
         f"{HOST_FROM_GUEST} (the host as the VM sees it)"
     )
-    (data / "config.toml").write_text(policy_toml())
+    (admin.data_dir / "config.toml").write_text(policy_toml())
     demo.narrator.say(
         f"rollout policy: canary {CANARY_PERCENTAGE:g}% for {CANARY_SOAK_SECONDS:g} s, "
         f"moderate {MODERATE_PERCENTAGE:g}% for {MODERATE_SOAK_SECONDS:g} s, then all; "
@@ -335,7 +351,7 @@ def keys(demo: Demo) -> None:
 
 def serve(demo: Demo, stack: contextlib.ExitStack) -> None:
     assert demo.admin is not None and demo.tls is not None
-    demo.service = stack.enter_context(running_service(demo.admin.data_dir, demo.tls, demo.env))
+    demo.service = stack.enter_context(running_service(demo.admin, demo.tls))
     demo.narrator.command("$", ["livepatch-server", *demo.service.argv[1:]])
     demo.facts.ports.append(demo.service.port)
     demo.narrator.say(f"serving {demo.service.url} (SQLite, HTTPS); /healthz answers")
@@ -538,38 +554,50 @@ def halt_faulty(demo: Demo) -> None:
 
 
 def shut_down(demo: Demo, stack: contextlib.ExitStack) -> None:
+    started = time.monotonic()
+    if demo.vm is not None:
+        demo.vm.close()
+    vm_seconds = time.monotonic() - started
     stack.close()
+    demo.narrator.say(
+        f"VM powered off ({vm_seconds:.1f} s), "
+        f"service stopped ({time.monotonic() - started - vm_seconds:.1f} s)"
+    )
     demo.facts.left_running = kill_marked(demo.facts.run_id)
     demo.facts.left_listening = [port for port in demo.facts.ports if listening(port)]
     demo.narrator.say(
-        "VM powered off, service stopped; "
         f"processes left: {len(demo.facts.left_running)}, "
         f"ports still listening: {len(demo.facts.left_listening)}"
     )
 
 
 @contextlib.contextmanager
-def _cleanup(demo: Demo) -> Iterator[contextlib.ExitStack]:
+def _cleanup(run_id: str) -> Iterator[contextlib.ExitStack]:
     with contextlib.ExitStack() as stack:
         try:
             yield stack
         finally:
             stack.close()
-            kill_marked(demo.facts.run_id)
+            kill_marked(run_id)
 
 
 def run(narrator: Narrator, workdir: Path, client: Client | None = None) -> Facts:
-    """Perform the whole demo in `workdir`; what it saw. Stops everything it started."""
-    client = client or demo_client()
+    """Perform the whole demo in `workdir`; what it saw. Stops everything it started.
+
+    `client`: how the VM runs the client (default: the snap `make snap` builds).
+    """
     kernel = default_release()
-    facts = Facts(run_id=uuid.uuid4().hex, kernel=kernel, client=client.description)
-    demo = Demo(narrator, workdir, client, facts, kernel)
+    facts = Facts(run_id=uuid.uuid4().hex, kernel=kernel)
+    # The client is known once step 2 has built the snap.
+    demo = Demo(narrator, workdir, client or source_tree_client(), facts, kernel)
     narrator.total_steps = STEPS
-    with _cleanup(demo) as stack:
-        with narrator.step(f"Build the sample livepatches for kernel {kernel}"):
-            build(demo)
-        with narrator.step("Boot the VM"):
+    with _cleanup(facts.run_id) as stack:
+        with narrator.step(f"Boot the VM: Debian's kernel {kernel} under qemu"):
             boot(demo, stack)
+        with narrator.step("Build the client snap and three livepatches for that kernel"):
+            demo.client = client or build_client(demo)
+            facts.client = demo.client.description
+            build(demo)
         with narrator.step("Create the service's keys and a private CA"):
             keys(demo)
         with narrator.step("Start the patch service"):
@@ -578,7 +606,7 @@ def run(narrator: Narrator, workdir: Path, client: Client | None = None) -> Fact
             tokens(demo)
         with narrator.step("Publish fix 1 with its CVE"):
             publish_fix1(demo)
-        with narrator.step(f"In the VM ({client.description}): system bus, monitor, daemon"):
+        with narrator.step(f"In the VM: install {demo.client.description}, start its daemon"):
             start_guest(demo)
         with narrator.step("In the VM: enable with the token, refresh: patched live"):
             enable(demo)

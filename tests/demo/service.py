@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from livepatch.server.config import DATA_DIR_ENV
+
 BIN = Path(sys.executable).parent
 ADMIN = BIN / "livepatch-admin"
 SERVER = BIN / "livepatch-server"
@@ -109,21 +111,27 @@ def private_tls(directory: Path, addresses: Sequence[str]) -> Tls:
 
 @dataclass(frozen=True)
 class Admin:
-    """`livepatch-admin … --data-dir DATA` as a subprocess."""
+    """`livepatch-admin …` as a subprocess in `workdir`, with the service's data directory
+    in $LIVEPATCH_SERVER_DATA (as an administrator would export it)."""
 
-    data_dir: Path
+    workdir: Path
     env: Mapping[str, str]
 
-    def command(self, *argv: str) -> list[str]:
-        return [str(ADMIN), *argv, "--data-dir", str(self.data_dir)]
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "server"
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, **self.env, DATA_DIR_ENV: str(self.data_dir)}
 
     def run(self, *argv: str) -> str:
         process = subprocess.run(
-            self.command(*argv),
+            [str(ADMIN), *argv],
+            cwd=self.workdir,
             capture_output=True,
             text=True,
             check=False,
-            env={**os.environ, **self.env},
+            env=self.environment(),
         )
         if process.returncode != 0:
             raise ServiceError(
@@ -153,39 +161,35 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def serve_command(data_dir: Path, tls: Tls, port: int) -> list[str]:
+def serve_command(admin: Admin, tls: Tls, port: int) -> list[str]:
+    """`livepatch-server serve` on 127.0.0.1 (its default host), paths relative to the workdir."""
     return [
         str(SERVER),
         "serve",
-        "--data-dir",
-        str(data_dir),
-        "--host",
-        "127.0.0.1",
         "--port",
         str(port),
         "--tls-cert",
-        str(tls.cert),
+        str(tls.cert.relative_to(admin.workdir)),
         "--tls-key",
-        str(tls.key),
+        str(tls.key.relative_to(admin.workdir)),
     ]
 
 
 @contextlib.contextmanager
-def running_service(
-    data_dir: Path, tls: Tls, env: Mapping[str, str], *, timeout: float = 60.0
-) -> Iterator[RunningService]:
+def running_service(admin: Admin, tls: Tls, *, timeout: float = 60.0) -> Iterator[RunningService]:
     """`livepatch-server serve` over HTTPS on loopback; stopped (TERM, then KILL) on exit."""
     port = _free_port()
-    argv = serve_command(data_dir, tls, port)
-    log = data_dir / "server.log"
+    argv = serve_command(admin, tls, port)
+    log = admin.workdir / "server.log"
     with log.open("wb") as stream:
         process = subprocess.Popen(
             argv,
+            cwd=admin.workdir,
             stdin=subprocess.DEVNULL,
             stdout=stream,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **env},
+            env=admin.environment(),
         )
     service = RunningService(f"https://127.0.0.1:{port}", port, argv, process, log)
     try:

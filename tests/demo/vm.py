@@ -14,7 +14,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ from tests.vm.qemu import REPO, VENV_BIN
 
 HOST_FROM_GUEST = "10.0.2.2"
 """The host's loopback as the guest sees it under qemu's user network."""
+
+
+Launcher = Callable[[str], VmResult]
 
 
 class GuestError(Exception):
@@ -56,10 +59,15 @@ class GuestVm:
         append: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         timeout: float = 600.0,
+        launcher: Launcher | None = None,
+        agent_host: str = HOST_FROM_GUEST,
     ) -> None:
+        """`launcher(command)` runs the agent's shell command (default: in a VM)."""
         self.append = list(append)
         self.env = dict(env or {})
         self.timeout = timeout
+        self.launcher = launcher or self._in_vm
+        self.agent_host = agent_host
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
         self.result: VmResult | None = None
@@ -78,16 +86,19 @@ class GuestVm:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _in_vm(self, command: str) -> VmResult:
+        return run_in_vm(
+            command, append=self.append, timeout=self.timeout, env=self.env, network="user"
+        )
+
     def _boot(self) -> None:
         command = (
             f"cd {shlex.quote(str(REPO))} && "
             f"{shlex.quote(str(VENV_BIN / 'python'))} -m tests.demo.guest "
-            f"{HOST_FROM_GUEST} {self.port}"
+            f"{self.agent_host} {self.port}"
         )
         try:
-            self.result = run_in_vm(
-                command, append=self.append, timeout=self.timeout, env=self.env, network="user"
-            )
+            self.result = self.launcher(command)
         except BaseException as error:  # reported by wait_ready / request
             self.error = error
 

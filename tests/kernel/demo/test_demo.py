@@ -68,6 +68,7 @@ def test_patch_ids_follow_the_service_numbering(demo: DemoRun) -> None:
 
 def test_the_vm_runs_the_packaged_client(demo: DemoRun) -> None:
     assert demo.facts.client.startswith("the snap livepatch_"), demo.transcript
+    assert "$ make snap   # build/snap/livepatch_" in demo.transcript
     assert demo.facts.client.endswith(".snap"), demo.transcript
 
 
@@ -166,6 +167,8 @@ def test_faulty_fix3_is_halted_in_canary_by_the_engine(demo: DemoRun) -> None:
     assert [(r["stage"], r["applied"]) for r in shown["reports"]] == [("canary", 0)], shown
     progress = demo.facts.fleet[FAULTY.label]
     assert progress.state.halted and progress.stages() == [Stage.CANARY]
+    machines = [a.machine_id for a in progress.actions]
+    assert len(machines) == len(set(machines)), machines
     assert len(progress.actions) >= flow.MINIMUM_SAMPLE, progress.actions
     for action in progress.actions:
         assert (action.stage, action.result) == (Stage.CANARY, "failed"), action

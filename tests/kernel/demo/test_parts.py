@@ -1,0 +1,125 @@
+"""The demo's parts that need no VM: signal parsing, snap environment, machine choice,
+the rollout policy file, the host/agent protocol and the leftover sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from livepatch.rollout import BUCKETS, bucket
+from livepatch.server.config import load_config
+from tests.demo import flow
+from tests.demo.client import expand
+from tests.demo.processes import RUN_VARIABLE, kill_marked, marked
+from tests.demo.vm import GuestError, GuestVm
+from tests.vm import VmResult
+
+MONITOR = """\
+signal time=1.0 sender=org.freedesktop.DBus -> destination=:1.0 serial=2 path=/org/freedesktop/DBus; interface=org.freedesktop.DBus; member=NameAcquired
+   string ":1.0"
+signal time=2.0 sender=:1.3 -> destination=(null destination) serial=12 path=/io/livepatch/Livepatch1; interface=io.livepatch.Livepatch1; member=PatchApplied
+   string "lp-6.1.0-56-amd64-1"
+   array [
+      string "CVE-2099-10001"
+   ]
+signal time=3.0 sender=:1.3 -> destination=(null destination) serial=13 path=/io/livepatch/Livepatch1; interface=io.livepatch.Livepatch1; member=PatchFailed
+   string "lp-6.1.0-56-amd64-3"
+   string "The kernel refused the module."
+"""  # noqa: E501
+
+
+def test_only_our_signals_are_parsed_with_their_arguments() -> None:
+    assert flow.parse_signals(MONITOR) == [
+        ("PatchApplied", ["lp-6.1.0-56-amd64-1", "CVE-2099-10001"]),
+        ("PatchFailed", ["lp-6.1.0-56-amd64-3", "The kernel refused the module."]),
+    ]
+    assert flow.parse_signals("") == []
+
+
+def test_snap_environment_expands_like_snapd() -> None:
+    value = "${SNAP_LIBRARY_PATH}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$SNAP/lib"
+    assert expand(value, {"SNAP": "/s", "SNAP_LIBRARY_PATH": "/gl"}) == "/gl:/s/lib"
+    both = {"SNAP": "/s", "SNAP_LIBRARY_PATH": "/gl", "LD_LIBRARY_PATH": "/x"}
+    assert expand(value, both) == "/gl:/x:/s/lib"
+    assert expand("$SNAP/bin:$PATH", {"SNAP": "/s", "PATH": "/usr/bin"}) == "/s/bin:/usr/bin"
+
+
+def test_the_vm_machine_id_is_a_moderate_not_a_canary_machine() -> None:
+    patch_id = flow.predicted_patch_id("6.1.0-56-amd64", flow.FAULTY)
+    assert patch_id == "lp-6.1.0-56-amd64-3"
+    machine_id = flow.moderate_machine_id(patch_id)
+    assert len(machine_id) == 32 and int(machine_id, 16) >= 0
+    low = round(flow.CANARY_PERCENTAGE * BUCKETS / 100)
+    high = round(flow.MODERATE_PERCENTAGE * BUCKETS / 100)
+    assert low <= bucket(machine_id, patch_id) < high
+    assert flow.moderate_machine_id(patch_id) == machine_id
+
+
+def test_the_policy_file_is_what_the_server_reads(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(flow.policy_toml())
+    config = load_config(tmp_path)
+    policy = config.policy
+    assert policy.canary_percentage == flow.CANARY_PERCENTAGE
+    assert policy.moderate_percentage == flow.MODERATE_PERCENTAGE
+    assert policy.canary_soak.total_seconds() == pytest.approx(flow.CANARY_SOAK_SECONDS)
+    assert policy.moderate_soak.total_seconds() == pytest.approx(flow.MODERATE_SOAK_SECONDS)
+    assert policy.minimum_sample == flow.MINIMUM_SAMPLE
+    assert config.engine_interval.total_seconds() == 1
+
+
+def local_agent(command: str) -> VmResult:
+    """Run the agent on this host instead of in a VM."""
+    started = time.monotonic()
+    process = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    output = process.stdout + process.stderr
+    return VmResult(command, process.returncode, output, time.monotonic() - started)
+
+
+def test_the_agent_runs_spawns_writes_and_stops_what_it_spawned(tmp_path: Path) -> None:
+    with GuestVm(launcher=local_agent, agent_host="127.0.0.1") as vm:
+        vm.wait_ready(timeout=60)
+        assert vm.release == os.uname().release
+        echoed = vm.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        assert (echoed.returncode, echoed.stdout, echoed.stderr) == (3, "out\n", "err\n")
+        with pytest.raises(GuestError, match="exited 3"):
+            echoed.check()
+        vm.write(tmp_path / "sub" / "file", "text\n")
+        assert (tmp_path / "sub" / "file").read_text() == "text\n"
+        pid = vm.spawn("sleeper", ["sleep", "60"], output=tmp_path / "sleep.log")
+        assert Path(f"/proc/{pid}").exists()
+    assert not vm.running
+    assert not Path(f"/proc/{pid}").exists()
+    assert vm.result is not None and vm.result.returncode == 0, vm.result
+
+
+def test_an_agent_that_never_connects_is_reported() -> None:
+    def broken(command: str) -> VmResult:
+        return VmResult(command, 1, "kernel panic", 0.0)
+
+    with GuestVm(launcher=broken) as vm, pytest.raises(GuestError, match="kernel panic"):
+        vm.wait_ready(timeout=30)
+
+
+def test_leftovers_are_found_by_run_id_and_killed() -> None:
+    run_id = "test-" + os.urandom(8).hex()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, RUN_VARIABLE: run_id},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not marked(run_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = kill_marked(run_id)
+        assert [pid for pid, _ in found] == [process.pid]
+        assert process.wait(timeout=10) == -signal.SIGTERM
+        assert marked(run_id) == []
+    finally:
+        process.kill()
+        process.wait()
