@@ -2,9 +2,10 @@
 
 ``InstalledSnap`` unpacks a .snap with unsquashfs into $SNAP and gives each
 process the environment snapd gives it: SNAP, SNAP_DATA, SNAP_COMMON,
-SNAP_USER_DATA, SNAP_REVISION…, HOME, and PATH from meta/snap.yaml's
+SNAP_USER_DATA, SNAP_REVISION…, HOME, PATH from meta/snap.yaml's
 ``environment`` with the stand-in ``snapctl`` (tests/snap/standin) first
-among the system directories. There is no confinement and no mount
+among the system directories, and the app's own ``environment`` (with the
+snap's /run/snap.NAME moved under `base`). There is no confinement and no mount
 namespace: $SNAP is a plain directory and "/" is this machine's root (the
 interpreter bin/python3 links to). ``snap_set`` runs the configure hook the
 way snapd does, keeping the old configuration when it fails.
@@ -58,12 +59,15 @@ class InstalledSnap:
         self.common = base / "var" / "snap" / self.name / "common"
         self.user_data = base / "home" / "snap" / self.name / revision
         self.snapctl_state = base / "snapctl.json"
+        self.run_dir = base / "run" / f"snap.{self.name}"
         for directory in (self.data, self.common, self.user_data):
             directory.mkdir(parents=True, exist_ok=True)
 
     # -- environment -----------------------------------------------------------
 
-    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    def environ(
+        self, extra: Mapping[str, str] | None = None, app: str | None = None
+    ) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if key not in DROPPED}
         env.update(
             SNAP=str(self.root),
@@ -82,6 +86,11 @@ class InstalledSnap:
         path = f"{STANDIN_SNAPCTL.parent}:{SYSTEM_PATH}"
         declared = self.meta.get("environment", {}).get("PATH", "$PATH")
         env["PATH"] = self._expand(declared, {"SNAP": str(self.root), "PATH": path})
+        declared_app = self.meta["apps"][app].get("environment", {}) if app else {}
+        for key, value in declared_app.items():
+            value = self._expand(str(value), env)
+            # /run/snap.NAME is the snap's own run directory: here, under `base`.
+            env[key] = value.replace(f"/run/snap.{self.name}", str(self.run_dir))
         env.update(extra or {})
         return env
 
@@ -104,7 +113,7 @@ class InstalledSnap:
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.app_argv(app, *args),
-            env=self.environ(extra),
+            env=self.environ(extra, app),
             cwd=self.data,
             capture_output=True,
             text=True,
@@ -117,7 +126,7 @@ class InstalledSnap:
         with log.open("wb") as stream:
             return subprocess.Popen(
                 self.app_argv(app, *args),
-                env=self.environ(extra),
+                env=self.environ(extra, app),
                 cwd=self.data,
                 stdout=stream,
                 stderr=subprocess.STDOUT,
@@ -175,9 +184,12 @@ class InstalledSnap:
 
     # -- another revision ------------------------------------------------------
 
-    def revision_copy(self, revision: str) -> InstalledSnap:
-        """The next revision, as a refresh makes it: $SNAP_DATA copied to the new revision."""
-        root = self.root.parent / revision
+    def revision_copy(self, revision: str, *, same_files: bool = False) -> InstalledSnap:
+        """The next revision, as a refresh makes it: $SNAP_DATA copied to the new revision.
+
+        Its files are a copy of this revision's (to break them), or with `same_files`
+        this revision's own tree (a refresh to an identical build)."""
+        root = self.root if same_files else self.root.parent / revision
         if not root.exists():
             shutil.copytree(self.root, root, symlinks=True)
         new = InstalledSnap(root, self.base, revision)

@@ -188,6 +188,8 @@ def test_the_packaged_daemon_owns_its_name_on_the_bus_snapd_configures(installed
     )
     assert reply.returncode == 0, reply.stderr + daemon.log.read_text()
     assert "Client-Version" in reply.stdout
+    # the login-message fragment goes to the snap's own run directory (snapcraft.yaml)
+    assert (installed.run_dir / "motd").read_text().startswith("#livepatch-motd v1 ")
     os.killpg(daemon.pid, signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0  # systemd's stop: a clean exit, no restart
     assert not (installed.data / "control.sock").exists()

@@ -1,0 +1,90 @@
+#!/bin/bash
+# A local patch service for the spread tasks: `livepatch-server serve` with
+# TLS on 127.0.0.1:8443, installed from this project into a venv, plus the
+# sample livepatch (tests/kernel/modules/cmdline) built for the running kernel.
+
+SERVICE_VENV=/opt/livepatch-service
+SERVICE_DATA=/var/lib/livepatch-service-test
+SERVICE_URL=https://127.0.0.1:8443
+
+service_install() {
+    if [ ! -x "$SERVICE_VENV/bin/livepatch-server" ]; then
+        apt-get install -y -qq python3-venv openssl make gcc "linux-headers-$(uname -r)" >/dev/null
+        python3 -m venv "$SERVICE_VENV"
+        "$SERVICE_VENV/bin/pip" install -q "$SPREAD_PATH[server]"
+    fi
+}
+
+admin() {
+    "$SERVICE_VENV/bin/livepatch-admin" "$@" --data-dir "$SERVICE_DATA"
+}
+
+service_start() {
+    service_install
+    mkdir -p "$SERVICE_DATA"
+    if [ ! -e "$SERVICE_DATA/tls.crt" ]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+            -addext subjectAltName=IP:127.0.0.1 \
+            -keyout "$SERVICE_DATA/tls.key" -out "$SERVICE_DATA/tls.crt" 2>/dev/null
+        admin keys init >/dev/null
+    fi
+    systemd-run --unit=livepatch-test-service --collect \
+        "$SERVICE_VENV/bin/livepatch-server" serve --data-dir "$SERVICE_DATA" --port 8443 \
+        --tls-cert "$SERVICE_DATA/tls.crt" --tls-key "$SERVICE_DATA/tls.key" --workers 1
+    for _ in $(seq 60); do
+        curl -sf --cacert "$SERVICE_DATA/tls.crt" "$SERVICE_URL/healthz" >/dev/null && return 0
+        sleep 1
+    done
+    journalctl -u livepatch-test-service --no-pager | tail -n 50
+    return 1
+}
+
+service_stop() {
+    systemctl stop livepatch-test-service 2>/dev/null || true
+    rm -rf "$SERVICE_DATA"
+}
+
+# The kernel key patches are published for (the client's read_identity().key).
+kernel_key() {
+    "$SERVICE_VENV/bin/python" -c 'from livepatch.kernel import read_identity; print(read_identity().key)'
+}
+
+# Build livepatch_cmdline_v1.ko for this kernel, publish it to everyone; prints the patch id.
+publish_sample_patch() {
+    build=$(mktemp -d)
+    cp "$SPREAD_PATH"/tests/kernel/modules/cmdline/* "$build/"
+    make -s -C "/lib/modules/$(uname -r)/build" M="$build" modules >/dev/null
+    id=$(admin publish "$build/livepatch_cmdline_v1.ko" --kernel "$(kernel_key)" \
+        --cve CVE-2024-1086 --severity high --description "sample fix" --format json |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["patch_id"])')
+    admin patches promote "$id" --to all >/dev/null
+    rm -rf "$build"
+    echo "$id"
+}
+
+new_token() {
+    admin tokens create --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+
+enrolled_machines() {
+    admin tokens list --format json | python3 -c 'import json, sys; print(sum(t["machines"] for t in json.load(sys.stdin)))'
+}
+
+# Point the snap at the service: the CA goes in as PEM text, since the
+# confined snap cannot read a file under /var/lib.
+configure_snap_for_service() {
+    snap set livepatch remote-server="$SERVICE_URL" ca-certs="$(cat "$SERVICE_DATA/tls.crt")"
+}
+
+# Take the sample patch out of the kernel again (the tests run on a throwaway VM,
+# but restore leaves it as found).
+unload_sample_patch() {
+    if [ -e /sys/kernel/livepatch/livepatch_cmdline_v1 ]; then
+        echo 0 > /sys/kernel/livepatch/livepatch_cmdline_v1/enabled
+        for _ in $(seq 30); do
+            [ -e /sys/kernel/livepatch/livepatch_cmdline_v1 ] || break
+            sleep 1
+        done
+    fi
+    rmmod livepatch_cmdline_v1 2>/dev/null || true
+}
