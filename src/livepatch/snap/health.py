@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from livepatch.snap.snapctl import Health, HealthStatus, health_code
+from livepatch.snap.snapctl import MESSAGE_MIN, Health, HealthStatus, health_code
 
 NOT_ANSWERING = Health(
     HealthStatus.ERROR,
@@ -51,6 +51,11 @@ def _error(doc: Mapping[str, Any]) -> tuple[str, str]:
     return str(error.get("code") or ""), " ".join(str(error.get("message") or "").split())
 
 
+def _long_enough(message: str, fallback: str) -> str:
+    """snapd refuses messages under 7 characters."""
+    return message if len(message) >= MESSAGE_MIN else fallback
+
+
 def assess(doc: Mapping[str, Any] | None) -> Health:
     """The health to report for status document `doc` (None: the daemon did not answer)."""
     if doc is None:
@@ -64,9 +69,10 @@ def assess(doc: Mapping[str, Any] | None) -> Health:
     check = str(livepatch.get("CheckState") or "")
     code, message = _error(doc)
     if code in BLOCKING and message:
-        return Health(HealthStatus.BLOCKED, message, health_code(code))
+        text = _long_enough(message, "Blocked by the kernel; see: livepatch status")
+        return Health(HealthStatus.BLOCKED, text, health_code(code))
     if state == "apply-failed":
-        text = message or "The last patch failed to apply; see: livepatch status"
+        text = _long_enough(message, "The last patch failed to apply; see: livepatch status")
         return Health(HealthStatus.ERROR, text, health_code(code) or "apply-failed")
     if check == "check-failed":
         text = f"Last check failed: {message}" if message else "The last check-in failed"

@@ -44,6 +44,8 @@ CASES = [
     ),
     (doc(state="kernel-upgrade-required"), HealthStatus.BLOCKED, "kernel-upgrade-required"),
     ({"Enrolled": True, "Status": "garbage", "Errors": {}}, HealthStatus.OKAY, ""),
+    (doc(state="apply-failed", errors=[("x", "boom")]), HealthStatus.ERROR, "apply-failed"),
+    (doc(errors=[("access-denied", "no")]), HealthStatus.BLOCKED, "access-denied"),
 ]
 
 
