@@ -50,7 +50,7 @@ from livepatch.snap.snapctl import Health, Snapctl
 log = logging.getLogger("livepatch.snap")
 
 MANAGED = "snap-config.json"
-"""In $SNAP_DATA: the settings last applied from ``snap set`` (so ``snap unset`` resets them)."""
+"""In $SNAP_DATA: the keys last applied from ``snap set`` (so ``snap unset`` resets them)."""
 JOURNAL_LINES = 500
 HEALTH_WAIT = 20.0
 """check-health runs right after the services start: how long to wait for the daemon."""
@@ -116,12 +116,12 @@ def snap_value(key: str, value: Any) -> str:
     )
 
 
-def _managed(paths: Paths) -> dict[str, str]:
+def _managed(paths: Paths) -> set[str]:
     try:
         data = json.loads((paths.root / MANAGED).read_text())
     except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return set()
+    return {str(key) for key in data} if isinstance(data, list) else set()
 
 
 def configure(env: SnapEnvironment, snapctl: Snapctl) -> dict[str, str]:
@@ -149,8 +149,8 @@ def configure(env: SnapEnvironment, snapctl: Snapctl) -> dict[str, str]:
             "them again at its next check-in.",
             error,
         )
-    applied = {key: value for key, value in pairs.items() if key in document}
-    write_atomic(paths.root / MANAGED, json.dumps(applied, indent=2).encode(), mode=0o600)
+    managed = sorted(key for key in pairs if key in document)  # names only, never values
+    write_atomic(paths.root / MANAGED, json.dumps(managed).encode() + b"\n", mode=0o644)
     return pairs
 
 
