@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,14 @@ BOOT_TIMEOUT = 720.0
 def unpacked_snap() -> Path:
     """The .snap `make snap` builds, unpacked once per build where the VM can read it."""
     built = build.build(REPO, REPO / "build" / "snap")
-    root = UNPACKED / built.digest[:16] / "livepatch" / "x1"
+    current = UNPACKED / built.digest[:16]
+    root = current / "livepatch" / "x1"
     if not root.is_dir():
+        for old in UNPACKED.glob("*"):  # earlier builds' trees
+            if old != current:
+                shutil.rmtree(old, ignore_errors=True)
         staging = root.with_name(".x1-staging")
         if staging.exists():
-            import shutil
-
             shutil.rmtree(staging)
         unsquash(built.snap, staging).rename(root)
     return root
