@@ -69,8 +69,8 @@ def source_tree_client() -> Client:
     )
 
 
-def build_snap() -> Path:
-    """`make snap`'s build (cached by its inputs); the .snap it made."""
+def build_snap() -> tuple[Path, str]:
+    """`make snap`'s build (cached by its inputs): the .snap and what the build said."""
     process = subprocess.run(
         [sys.executable, "-m", "livepatch.snap.build"],
         cwd=REPO,
@@ -81,7 +81,7 @@ def build_snap() -> Path:
     lines = process.stdout.strip().splitlines()
     if process.returncode != 0 or not lines or not lines[-1].endswith(".snap"):
         raise ClientError(f"make snap failed:\n{process.stdout}{process.stderr}")
-    return Path(lines[-1])
+    return Path(lines[-1]), lines[-2] if len(lines) > 1 else ""
 
 
 def snap_yaml(snap: Path) -> dict[str, object]:

@@ -106,6 +106,10 @@ class Fleet:
         with ThreadPoolExecutor(THREADS) as pool:
             self.machines = list(pool.map(one, range(size)))
 
+    def close(self) -> None:
+        """Hang up the kept-alive HTTPS connections (a server waits for them when it stops)."""
+        self.api.session.close()
+
     def refuse(self, module: str, code: int, reason: str) -> None:
         """Make the simulated kernel refuse `module` the way the real one does."""
         self.failing[module] = (code, reason)

@@ -306,8 +306,10 @@ def parse_signals(text: str) -> list[tuple[str, list[str]]]:
 
 
 def build_client(demo: Demo) -> Client:
-    snap = build_snap()
+    snap, said = build_snap()
     demo.narrator.say(f"$ make snap   # {snap.relative_to(REPO)}")
+    if said:
+        demo.narrator.say(said)
     return snap_client(snap)
 
 
@@ -472,11 +474,12 @@ def report(demo: Demo) -> None:
     demo.narrator.output(motd.strip("\n"))
 
 
-def enrol_fleet(demo: Demo) -> None:
+def enrol_fleet(demo: Demo, stack: contextlib.ExitStack) -> None:
     assert demo.service is not None and demo.tls is not None
     fleet = Fleet(demo.service.url, demo.tls.ca, demo.kernel, demo.workdir / "fleet")
     fleet.enrol(demo.fleet_token, FLEET_SIZE)
     demo.fleet = fleet
+    stack.callback(fleet.close)
     demo.facts.fleet_enrolled = len(fleet.machines)
     _, actions = fleet.round()
     applied = sum(1 for action in actions if action.result == "applied")
@@ -572,7 +575,9 @@ def shut_down(demo: Demo, stack: contextlib.ExitStack) -> None:
 
 
 @contextlib.contextmanager
-def _cleanup(run_id: str) -> Iterator[contextlib.ExitStack]:
+def cleanup(run_id: str) -> Iterator[contextlib.ExitStack]:
+    """A stack for what the run starts: closed on the way out, whatever happened, and
+    then every process still carrying the run's id is killed."""
     with contextlib.ExitStack() as stack:
         try:
             yield stack
@@ -591,7 +596,7 @@ def run(narrator: Narrator, workdir: Path, client: Client | None = None) -> Fact
     # The client is known once step 2 has built the snap.
     demo = Demo(narrator, workdir, client or source_tree_client(), facts, kernel)
     narrator.total_steps = STEPS
-    with _cleanup(facts.run_id) as stack:
+    with cleanup(facts.run_id) as stack:
         with narrator.step(f"Boot the VM: Debian's kernel {kernel} under qemu"):
             boot(demo, stack)
         with narrator.step("Build the client snap and three livepatches for that kernel"):
@@ -613,7 +618,7 @@ def run(narrator: Narrator, workdir: Path, client: Client | None = None) -> Fact
         with narrator.step("In the VM: status, D-Bus signal, login message"):
             report(demo)
         with narrator.step(f"Enrol a fleet of {FLEET_SIZE} simulated machines"):
-            enrol_fleet(demo)
+            enrol_fleet(demo, stack)
         with narrator.step("Roll out cumulative fix 2: canary → moderate → all"):
             roll_out_fix2(demo)
         with narrator.step("Publish faulty fix 3: its canaries fail, the engine halts it"):

@@ -200,15 +200,19 @@ def running_service(admin: Admin, tls: Tls, *, timeout: float = 60.0) -> Iterato
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """TERM the server (its supervisor stops its workers), KILL its group if it lingers.
+
+    TERM goes to the supervisor alone: workers signalled directly die before it
+    asks them to, and it restarts them.
+    """
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    try:
+            os.kill(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _wait_healthy(service: RunningService, tls: Tls, timeout: float) -> None:

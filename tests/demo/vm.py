@@ -176,7 +176,12 @@ class GuestVm:
         self.request(op="write", path=str(path), text=text)
 
     def close(self, timeout: float = 90.0) -> None:
-        """Ask the agent to stop, then wait for the VM to power off."""
+        """Ask the agent to stop, then wait for the VM to power off.
+
+        A VM whose agent never connected is not waited for long: the caller
+        kills what is left (see tests.demo.processes).
+        """
+        connected = self._connection is not None
         if self._connection is not None:
             with contextlib.suppress(OSError):
                 self._connection.sendall(b'{"op": "exit"}\n')
@@ -185,7 +190,7 @@ class GuestVm:
             self._connection = None
         self.listener.close()
         if self._thread.is_alive():
-            self._thread.join(timeout=timeout)
+            self._thread.join(timeout=timeout if connected else 5.0)
 
     @property
     def running(self) -> bool:

@@ -16,7 +16,8 @@ from livepatch.rollout import BUCKETS, bucket
 from livepatch.server.config import load_config
 from tests.demo import flow
 from tests.demo.client import expand
-from tests.demo.processes import RUN_VARIABLE, kill_marked, marked
+from tests.demo.processes import RUN_VARIABLE, kill_marked, listening, marked
+from tests.demo.service import Admin, private_tls, running_service
 from tests.demo.vm import GuestError, GuestVm
 from tests.vm import VmResult
 
@@ -123,3 +124,34 @@ def test_leftovers_are_found_by_run_id_and_killed() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.mark.slow
+def test_a_failure_midway_leaves_nothing_running_or_listening(tmp_path: Path) -> None:
+    run_id = "test-" + os.urandom(8).hex()
+    marker = {RUN_VARIABLE: run_id}
+
+    def agent_with_marker(command: str) -> VmResult:
+        process = subprocess.run(
+            ["sh", "-c", command],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **marker},
+        )
+        return VmResult(command, process.returncode, process.stdout + process.stderr, 0.0)
+
+    admin = Admin(tmp_path, marker)
+    admin.run("keys", "init")
+    tls = private_tls(tmp_path / "tls", ["127.0.0.1"])
+    ports: list[int] = []
+    with pytest.raises(RuntimeError, match="midway"), flow.cleanup(run_id) as stack:
+        service = stack.enter_context(running_service(admin, tls))
+        vm = stack.enter_context(GuestVm(launcher=agent_with_marker, agent_host="127.0.0.1"))
+        ports += [service.port, vm.port]
+        vm.wait_ready(timeout=60)
+        vm.spawn("sleeper", ["sleep", "300"], output=tmp_path / "sleep.log")
+        assert len(marked(run_id)) >= 3  # the service, the agent and its sleeper
+        raise RuntimeError("midway")
+    assert marked(run_id) == []
+    assert not any(listening(port) for port in ports)
