@@ -4,10 +4,13 @@ test can stop and start again on the same port, with in-process admin commands."
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
+import ipaddress
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -16,16 +19,89 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from livepatch.server import admin
-from tests.integration.server.live import free_port, self_signed
+from tests.integration.server.live import free_port
 from tests.unit.kernel.fakes import make_module
 
 SERVER = Path(sys.executable).with_name("livepatch-server")
+QEMU_HOST = "10.0.2.2"
+"""The address of the host seen from a qemu guest on user networking (slirp)."""
+
+
+def _pem(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
+
+
+def private_ca(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate it issued for 127.0.0.1, localhost and
+    the host's address on qemu user networking.
+
+    Returns (CA certificate, server certificate, server key) as PEM files.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "livepatch test private CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    # the host as a qemu user-network guest reaches it
+                    x509.IPAddress(ipaddress.ip_address(QEMU_HOST)),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return (
+        _pem(directory / "ca.pem", ca.public_bytes(pem)),
+        _pem(directory / "tls-cert.pem", server.public_bytes(pem)),
+        _pem(directory / "tls-key.pem", key_pem, 0o600),
+    )
 
 
 @dataclass
 class PatchService:
+    """`ca` is the private CA's certificate: what clients set as ca-certs."""
+
     base: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -33,17 +109,12 @@ class PatchService:
     def __post_init__(self) -> None:
         self.data = self.base / "data"
         self.data.mkdir(parents=True, exist_ok=True)
-        self.cert, self.key = self_signed(self.base)
+        self.ca, self.cert, self.key = private_ca(self.base)
         self.admin("keys", "init")
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def ca(self) -> Path:
-        """The certificate that signs the server's TLS certificate (our private CA)."""
-        return self.cert
 
     def start(self) -> None:
         assert self.process is None, "already running"
@@ -93,7 +164,8 @@ class PatchService:
         return (self.base / "server.log").read_text(errors="replace")[-4000:]
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=str(self.ca), timeout=10)
+        context = ssl.create_default_context(cafile=str(self.ca))
+        return httpx.Client(base_url=self.url, verify=context, timeout=10)
 
     def admin(self, *argv: str) -> str:
         """`livepatch-admin ARGV --data-dir DATA` in this process; its stdout."""

@@ -192,3 +192,17 @@ def test_notifier_help_is_the_agents_own():
     assert result.returncode == 0
     assert result.stdout.startswith("usage: livepatch notifier")
     assert "--coalesce SECONDS" in result.stdout
+
+
+def test_check_in_imports_leave_boto3_out_but_importable():
+    probe = (
+        "import sys\n"
+        "import livepatch.client.metadata, livepatch.client.api\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 's3transfer') if m in sys.modules))\n"
+        "import boto3\n"
+        "print(boto3.__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert result.stdout.splitlines() == ["[]", "boto3"], result.stderr
