@@ -13,8 +13,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.vm.modules import headers_dir
+from tests.vm.qemu import default_release
+
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "livepatch/modules"
-DEBIAN_HEADERS = Path("/usr/src/linux-headers-6.1.0-56-amd64")
 
 SOURCE = """\
 #include <linux/module.h>
@@ -35,8 +37,14 @@ MODULE_DESCRIPTION("livepatch trust test module");
 """
 
 
-def build_module(kernel_tree: Path = DEBIAN_HEADERS, name: str = "lptrust") -> Path:
-    """Path of ``<name>.ko`` built against ``kernel_tree`` (unsigned)."""
+def build_module(kernel_tree: Path | None = None, name: str = "lptrust") -> Path:
+    """Path of ``<name>.ko`` built against ``kernel_tree`` (unsigned).
+
+    The default tree is the headers of the kernel the VM tests boot (the newest
+    installed image with headers), so a Debian point release changes nothing here.
+    """
+    if kernel_tree is None:
+        kernel_tree = headers_dir(default_release())
     source = SOURCE.format(name=name)
     digest = hashlib.sha256(f"{kernel_tree.resolve()}\n{source}".encode()).hexdigest()[:16]
     directory = CACHE / digest
