@@ -1,7 +1,10 @@
 """The server's periodic work: apply the rollout engine, keep the timestamp fresh.
 
 TUF timestamps expire so that a frozen mirror is noticed; re-signing it
-regularly is what keeps clients from rejecting a healthy server. Both jobs
+regularly is what keeps clients from rejecting a healthy server. The same
+refresh publishes the module-signing certificate bundle again once a retired
+certificate's grace period has ended, so it leaves the bundle with no
+administrator action (clients already stop trusting it then). Both jobs
 run in a worker thread (they do database and file I/O) and a failure is
 logged and retried next round, never fatal to the API.
 """

@@ -101,13 +101,17 @@ def status(
 
 
 def republish_certificates(keys: KeyDirectory, metadata_dir: Path, targets_dir: Path) -> bool:
-    """Publish the trusted certificate bundle if a repository exists; True if it did."""
+    """Publish the trusted certificate bundle if a repository exists; True if it did.
+
+    Each retiring certificate carries the end of its grace period, which
+    clients enforce by their own clock.
+    """
     if not (metadata_dir / "timestamp.json").exists():
         return False
     from livepatch.trust.repository import MetadataRepository
 
     repo = MetadataRepository(metadata_dir, targets_dir, keys)
-    repo.set_signing_certificates(keys.trusted_certificates())
+    repo.set_signing_certificates(keys.bundle_entries())
     repo.publish()
     return True
 

@@ -13,7 +13,9 @@ Layout (directories 0700, files 0600)::
 
 Signing-certificate rotation issues a new certificate and keeps the previous
 one trusted until its grace period ends, so modules signed before the
-rotation keep loading while they are re-signed. Revocation ends trust at once.
+rotation keep loading while they are re-signed; the published bundle names
+each retiring certificate's grace end, so clients stop trusting it on time by
+their own clock. Revocation ends trust at once.
 A TUF key rotation is two-phase (``prepare_rotation`` then
 ``complete_rotation``) so that a failed publish can simply be retried.
 """
@@ -34,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # re-exported
 
 from livepatch.trust import certs
+from livepatch.trust.certbundle import BundleEntry
 from livepatch.trust.errors import KeyDirectoryError
 from livepatch.trust.files import make_private_directory, write_atomic
 
@@ -242,6 +245,15 @@ class KeyDirectory:
         """Certificates modules may be signed with: current plus those in grace."""
         now = now or _utcnow()
         return [c.certificate for c in self.signing_certificates() if c.trusted_at(now)]
+
+    def bundle_entries(self, now: datetime.datetime | None = None) -> list[BundleEntry]:
+        """The trusted certificates as published: each retiring one with its grace end."""
+        now = now or _utcnow()
+        return [
+            BundleEntry(c.certificate, c.grace_until if c.status == "retiring" else None)
+            for c in self.signing_certificates()
+            if c.trusted_at(now)
+        ]
 
     def revoked_certificates(self) -> list[x509.Certificate]:
         return [c.certificate for c in self.signing_certificates() if c.status == "revoked"]

@@ -1,6 +1,6 @@
 """The livepatch fields a TUF target carries (``custom["livepatch"]``), as typed data.
 
-Schema (see CONTRACTS.md)::
+Schema (see docs/CONTRACTS.md)::
 
     {"patch_id": str, "version": str, "kernels": [str, ...], "module_name": str,
      "cumulative": bool, "severity": str, "description": str,

@@ -17,11 +17,14 @@ API (the patch service calls it; CONTRACTS.md):
   because canonical JSON has no floats, and ``custom()`` returns floats);
 - ``update_custom(name, custom)`` shallow-merges ``custom`` into it;
 - ``remove_target(name)``; ``set_signing_certificates(certs)`` stages the
-  PEM bundle target ``keys/module-signing.pem``;
+  PEM bundle target ``keys/module-signing.pem`` (``certbundle``: certificates
+  or entries that carry the end of a retired certificate's grace period);
 - ``publish()`` re-signs targets, snapshot and timestamp and commits them;
 - ``refresh_timestamp()`` re-signs whatever is past half its lifetime
-  (timestamp, and snapshot/targets/root when they too are due): call it
-  periodically, it does nothing when nothing is due;
+  (timestamp, and snapshot/targets/root when they too are due), and publishes
+  the certificate bundle again when it differs from what the key directory
+  trusts now (a grace period ended): call it periodically, it does nothing
+  when nothing is due;
 - ``rotate_key(role)`` replaces a TUF role key with a new root version
   signed by the old and the new root keys (for root) or by root;
 - ``root_json()`` the newest root (what enrolment pins), ``targets()``,
@@ -58,7 +61,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # re-exported by t
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from livepatch.trust import certs, patchmeta
+from livepatch.trust import certbundle, patchmeta
 from livepatch.trust.errors import TrustError
 from livepatch.trust.files import fsync_directory, write_atomic
 from livepatch.trust.keys import ROLES, KeyDirectory, Role
@@ -162,7 +165,7 @@ class MetadataRepository:
         self.snapshot = Metadata(Snapshot(expires=now + self.lifetimes.snapshot))
         self.timestamp = Metadata(Timestamp(expires=now + self.lifetimes.timestamp))
         self._write_root()
-        self.set_signing_certificates(self.keys.trusted_certificates(now))
+        self.set_signing_certificates(self.keys.bundle_entries(now))
         self._publish(now, roles=("targets", "snapshot", "timestamp"), bump=False)
 
     # Targets ------------------------------------------------------------------
@@ -202,17 +205,42 @@ class MetadataRepository:
         del self.targets_md.signed.targets[name]
         self._dirty = True
 
-    def set_signing_certificates(self, certificates: Sequence[x509.Certificate]) -> None:
-        """Stage the module-signing certificate bundle clients will trust."""
+    def set_signing_certificates(
+        self, certificates: Sequence[x509.Certificate | certbundle.BundleEntry]
+    ) -> None:
+        """Stage the module-signing certificate bundle clients will trust.
+
+        A bare certificate is trusted until it expires; an entry with
+        ``grace_until`` only until then, by each client's clock.
+        """
         if not certificates:
             raise RepositoryError(
                 "At least one module-signing certificate must stay trusted; issue one with "
                 "'livepatch-admin keys rotate-signing'."
             )
-        bundle = b"".join(certs.cert_pem(c) for c in certificates)
+        bundle = certbundle.encode(
+            c if isinstance(c, certbundle.BundleEntry) else certbundle.BundleEntry(c)
+            for c in certificates
+        )
         self.add_target(
             patchmeta.SIGNING_CERTIFICATES_TARGET, bundle, {"signing_certificates": True}
         )
+
+    def _stage_current_certificates(self, now: datetime.datetime) -> bool:
+        """Stage the key directory's bundle for ``now`` if it differs from the published one."""
+        entries = self.keys.bundle_entries(now)
+        if not entries:
+            return False  # nothing valid to publish: keep what clients have
+        data = certbundle.encode(entries)
+        published = self.targets_md.signed.targets.get(patchmeta.SIGNING_CERTIFICATES_TARGET)
+        if (
+            published is not None
+            and published.length == len(data)
+            and published.hashes.get("sha256") == hashlib.sha256(data).hexdigest()
+        ):
+            return False
+        self.set_signing_certificates(entries)
+        return True
 
     def _target(self, name: str) -> TargetFile:
         target = self.targets_md.signed.targets.get(name)
@@ -308,8 +336,11 @@ class MetadataRepository:
     def refresh_timestamp(self) -> bool:
         """Re-sign every role past half its lifetime; True if anything was published.
 
-        Idempotent: a second call right after the first finds nothing due.
-        Staged but unpublished target changes are not published by this call.
+        A certificate bundle that no longer matches what the key directory
+        trusts (a retired certificate's grace period ended) is published again
+        with the targets. Idempotent: a second call right after the first finds
+        nothing due. Staged but unpublished target changes are not published
+        by this call.
         """
         now = self._clock()
 
@@ -324,24 +355,25 @@ class MetadataRepository:
                 )
             if self._snapshot_disk_version() != self.timestamp.signed.version:
                 self._load()
-            if due(self.root, "root"):
-                self._bump(self.root, "root", now)
-                self._write_root()
-            roles = [
-                role
-                for role, metadata in (
-                    ("targets", self.targets_md),
-                    ("snapshot", self.snapshot),
-                    ("timestamp", self.timestamp),
-                )
-                if due(metadata, role)
-            ]
-            if not roles:
-                return False
-            # A new targets needs a new snapshot, and any change needs a new timestamp.
-            if "targets" in roles:
-                roles.append("snapshot")
             try:
+                certificates_changed = self._stage_current_certificates(now)
+                if due(self.root, "root"):
+                    self._bump(self.root, "root", now)
+                    self._write_root()
+                roles = [
+                    role
+                    for role, metadata in (
+                        ("targets", self.targets_md),
+                        ("snapshot", self.snapshot),
+                        ("timestamp", self.timestamp),
+                    )
+                    if due(metadata, role) or (certificates_changed and role == "targets")
+                ]
+                if not roles:
+                    return False
+                # A new targets needs a new snapshot, and any change needs a new timestamp.
+                if "targets" in roles:
+                    roles.append("snapshot")
                 self._publish(now, roles=roles)
             except BaseException:
                 self._load()

@@ -4,7 +4,10 @@
 The root of trust is the root metadata pinned at enrolment (``root`` bytes);
 later roots arrive through the normal chain of signed root versions. The
 module-signing certificates travel as the signed target
-``keys/module-signing.pem``, so a signing-key rotation needs no client release.
+``keys/module-signing.pem``, so a signing-key rotation needs no client release;
+a certificate retired by a rotation carries the end of its grace period there
+and stops being trusted then, by this machine's clock (``certbundle``), even if
+the service never publishes the bundle again.
 
 Every refusal is a ``livepatch.trust.errors.UpdateError``: ``MetadataRejected``
 for data that does not verify (rollback, freeze, mix-and-match, wrong or
@@ -16,6 +19,7 @@ only after it verified, so a refusal leaves the last good state in place.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +31,7 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
-from livepatch.trust import patchmeta
+from livepatch.trust import certbundle, patchmeta
 from livepatch.trust.errors import DownloadFailed, MetadataRejected, UnknownTarget, UpdateError
 from livepatch.trust.fetcher import FetchConfig, ServiceFetcher
 from livepatch.trust.files import make_private_directory, write_atomic
@@ -35,6 +39,10 @@ from livepatch.trust.files import make_private_directory, write_atomic
 __all__ = ["PatchTarget", "PatchUpdater"]
 
 PatchTarget = patchmeta.PatchTarget
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 @contextmanager
@@ -74,11 +82,14 @@ class PatchUpdater:
         fetch_config: FetchConfig | None = None,
         credential: Callable[[], str | None] | None = None,
         config: UpdaterConfig | None = None,
+        clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         """``root`` is the root pinned at enrolment; None uses the cached trusted root.
 
         ``fetcher`` replaces the network (tests); otherwise a ``ServiceFetcher``
-        is built from ``fetch_config`` and ``credential``.
+        is built from ``fetch_config`` and ``credential``. ``clock`` (default:
+        the system clock) decides which grace periods of retired signing
+        certificates have ended.
         """
         make_private_directory(metadata_dir)
         self._targets_dir = targets_dir or metadata_dir.parent / "targets"
@@ -88,6 +99,7 @@ class PatchUpdater:
                 "No trusted root metadata is stored; enrol the machine again to pin one."
             )
         self._fetcher = fetcher or ServiceFetcher(fetch_config, credential)
+        self._clock = clock or _utcnow
         with _refusals("loading the trusted root"):
             self._updater = Updater(
                 str(metadata_dir),
@@ -151,17 +163,21 @@ class PatchUpdater:
     def download(self, target: PatchTarget) -> bytes:
         return self.download_name(target.name)
 
-    def signing_certificates(self) -> list[x509.Certificate]:
-        """The module-signing certificates the signed metadata currently vouches for."""
+    def signing_certificates(self, now: datetime.datetime | None = None) -> list[x509.Certificate]:
+        """The module-signing certificates the signed metadata vouches for at ``now``.
+
+        ``now`` defaults to the clock; retired certificates whose grace period
+        ended by then are left out, so modules they signed are unknown signers.
+        """
         bundle = self.download_name(patchmeta.SIGNING_CERTIFICATES_TARGET)
         try:
-            certificates = x509.load_pem_x509_certificates(bundle)
-        except ValueError as error:
+            entries = certbundle.decode(bundle)
+        except certbundle.InvalidCertificateBundle as error:
             raise MetadataRejected(
-                "The signed module-signing certificate bundle cannot be read; ask the "
-                "service administrator to re-publish it."
+                f"The signed module-signing certificate bundle cannot be read ({error}); ask "
+                "the service administrator to re-publish it."
             ) from error
-        return certificates
+        return certbundle.trusted_certificates(entries, now or self._clock())
 
 
 def pin_root(metadata_dir: Path, root: bytes) -> None:

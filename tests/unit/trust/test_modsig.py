@@ -9,12 +9,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from livepatch.trust import errors, modsig
-from tests.unit.trust.pki import NOW, Identity
+from livepatch.trust import certs, errors, modsig
+from tests.unit.trust.pki import NOW, Identity, Pki
 
 BODY = bytes(range(256)) * 40 + b"\x7fELF tail"
 
@@ -91,11 +92,26 @@ def test_foreign_signer_is_unknown(signer: Identity, foreign: Identity) -> None:
         modsig.verify_module(sign(foreign), [signer.cert], now=NOW)
 
 
-def test_same_serial_other_issuer_is_unknown(signer: Identity, foreign: Identity) -> None:
+def test_same_serial_other_issuer_is_unknown(signer: Identity) -> None:
     """Matching is by issuer and serial together, never by serial alone."""
-    parsed = modsig.parse_signature(sign(signer))
-    assert parsed.signer.issuer is not None
-    assert parsed.signer.issuer != modsig.parse_signature(sign(foreign)).signer.issuer
+    other = Pki("Impostor")
+    key = certs.generate_key(rsa_bits=2048)
+    impostor_cert = (
+        x509.CertificateBuilder()
+        .subject_name(signer.cert.subject)
+        .issuer_name(other.ca.subject)
+        .public_key(key.public_key())
+        .serial_number(signer.cert.serial_number)
+        .not_valid_before(signer.cert.not_valid_before_utc)
+        .not_valid_after(signer.cert.not_valid_after_utc)
+        .sign(other.ca_key, hashes.SHA256())
+    )
+    module = sign(Identity(key, impostor_cert))
+    parsed = modsig.parse_signature(module)
+    assert parsed.signer.serial == signer.cert.serial_number
+    # Matched by serial alone it would reach the signature check and fail as BadSignature.
+    with pytest.raises(errors.UnknownSigner, match="Impostor CA"):
+        modsig.verify_module(module, [signer.cert], now=NOW)
 
 
 def test_expired_certificate_is_refused(expired: Identity) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,12 @@ class World:
         self.pinned_root = self.repo.root_json()
         self.client_dir = root / "client"
 
-    def client(self, root: bytes | None = None) -> PatchUpdater:
+    def client(
+        self,
+        root: bytes | None = None,
+        *,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> PatchUpdater:
         pinned = self.pinned_root if root is None else root
         return PatchUpdater(
             self.client_dir / "metadata",
@@ -92,6 +97,7 @@ class World:
             root=pinned,
             targets_dir=self.client_dir / "targets",
             fetcher=self.fetcher,
+            clock=clock,
         )
 
     def client_file(self, name: str) -> bytes:
