@@ -1,8 +1,9 @@
 """Prometheus text exposition of the service's counters and gauges.
 
 Counters are per process (each API worker exposes its own; Prometheus sums
-them); gauges such as enrolled machines come from the database at scrape
-time.
+them), except those given to `render` (promotions and halts, which
+``livepatch-admin`` makes too): those and gauges such as enrolled machines
+come from the database at scrape time.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 
 Labels = tuple[tuple[str, str], ...]
+Series = tuple[str, str, Mapping[Labels, float]]
+"""A metric as (name, help, {labels: value})."""
 
 COUNTERS: dict[str, str] = {
     "livepatch_enrolments_total": "Successful machine enrolments.",
     "livepatch_enrolment_refusals_total": "Refused enrolments, by error code.",
     "livepatch_checkins_total": "Metadata requests made with a machine credential.",
     "livepatch_reports_total": "Apply outcomes reported by machines, by result.",
-    "livepatch_promotions_total": "Patches promoted to a further stage, by stage reached.",
-    "livepatch_halts_total": "Patches halted, by stage.",
     "livepatch_static_requests_total": "Metadata and blob requests, by status.",
 }
 
@@ -52,8 +53,16 @@ class Metrics:
         with self._lock:
             return self._values[name].get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self, gauges: Iterable[tuple[str, str, Mapping[Labels, float]]] = ()) -> str:
-        """The exposition text; `gauges` are (name, help, {labels: value})."""
+    def render(
+        self,
+        gauges: Iterable[Series] = (),
+        counters: Iterable[Series] = (),
+    ) -> str:
+        """The exposition text; `gauges` and `counters` are (name, help, {labels: value}).
+
+        `counters` are counted elsewhere (the database), rendered after this
+        process's own.
+        """
         lines: list[str] = []
         with self._lock:
             snapshot = {name: dict(series) for name, series in self._values.items()}
@@ -61,6 +70,10 @@ class Metrics:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             series = snapshot[name] or {(): 0.0}
             lines += [_sample(name, labels, value) for labels, value in sorted(series.items())]
+        for name, help_text, values in counters:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            samples = values or {(): 0.0}
+            lines += [_sample(name, labels, value) for labels, value in sorted(samples.items())]
         for name, help_text, values in gauges:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
             lines += [_sample(name, labels, value) for labels, value in sorted(values.items())]

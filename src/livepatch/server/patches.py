@@ -1,21 +1,30 @@
 """The patch catalogue: publish, inspect and steer patches, and apply the engine.
 
 Every change to a patch updates its database row and its signed target
-metadata together, under the publisher's lock and inside one database
-transaction: if signing fails the row is rolled back, so what machines see
-and what administrators see agree.
+metadata together, under the publisher's lock (see `_catalogue_change`):
+the metadata is staged, the database transaction commits, and only then is
+the metadata signed and published. A failed commit publishes nothing; a
+failed publish is taken back in the database. So signed metadata never
+names a patch, or a rollout state, that the database lacks.
+
+Promotions and halts are recorded as `RolloutEvent` rows in the same
+transaction, ``automatic`` (the engine) or ``manual`` (an administrator):
+the ``/metrics`` counters count those rows, so that changes made by
+``livepatch-admin``, another process, are counted too.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from livepatch.rollout import STAGE_ORDER, RolloutState, Stage
@@ -23,13 +32,21 @@ from livepatch.server import engine, reports
 from livepatch.server.config import RolloutPolicy
 from livepatch.server.errors import Conflict, InvalidRequest, NotFound
 from livepatch.server.service import Service
-from livepatch.server.storage.models import Patch
+from livepatch.server.storage.models import Patch, RolloutEvent
 
 log = logging.getLogger(__name__)
 
 _KERNEL = re.compile(r"[A-Za-z0-9._+~-]{1,255}")
 _CVE = re.compile(r"CVE-[0-9]{4}-[0-9]{4,}")
 _MODINFO_NAME = re.compile(rb"(?:^|\x00)name=([A-Za-z0-9_-]{1,55})\x00")
+PROMOTION, HALT = "promotion", "halt"
+AUTOMATIC, MANUAL = "automatic", "manual"
+_ROLLOUT_COLUMNS = ("stage", "percentage", "halted", "halt_reason", "stage_started", "withdrawn")
+"""What a change to a published patch may modify (and an undo restores)."""
+_UNPUBLISHED = (
+    "{patch_id} is not in the signed metadata (publishing it failed and could not be taken "
+    "back): withdraw it and publish the module again."
+)
 POLICY_KEYS = (
     "canary_percentage",
     "moderate_percentage",
@@ -109,7 +126,7 @@ def effective_policy(server: RolloutPolicy, overrides: dict[str, float]) -> Roll
 
 
 def custom_fields(patch: Patch) -> dict[str, Any]:
-    """The signed ``custom["livepatch"]`` of the patch's target (see CONTRACTS.md)."""
+    """The signed ``custom["livepatch"]`` of the patch's target (see docs/CONTRACTS.md)."""
     return {
         "patch_id": patch.patch_id,
         "version": str(patch.version),
@@ -145,43 +162,43 @@ def publish(service: Service, publication: Publication) -> PatchInfo:
     name = module_name(publication.module)
     now = service.clock()
     publisher = service.publisher
-    with publisher.locked():
-        module = publisher.prepare_module(publication.module, now=now)
-        with service.transaction() as session:
-            version = _next_version(session, kernels)
-            patch_id = f"lp-{kernels[0]}-{version}"
-            patch = Patch(
-                patch_id=patch_id,
-                kernel_set=",".join(kernels),
-                version=version,
-                kernels=kernels,
-                module_name=name,
-                target_name=f"patches/{patch_id}.ko",
-                sha256=publisher.sha256(module),
-                length=len(module),
-                severity=publication.severity.value,
-                description=publication.description,
-                cves=[
-                    {
-                        "id": c,
-                        "severity": publication.severity.value,
-                        "description": publication.description,
-                    }
-                    for c in cves
-                ],
-                stage=Stage.CANARY.value,
-                percentage=policy.canary_percentage,
-                halted=False,
-                withdrawn=False,
-                stage_started=now,
-                created=now,
-                policy=dict(publication.overrides),
-            )
-            session.add(patch)
-            session.flush()
-            publisher.add_target(patch.target_name, module, custom_fields(patch))
-            publisher.publish()
-            return _info(patch, service.config.policy)
+    module = publisher.prepare_module(publication.module, now=now)
+    with _catalogue_change(service) as (session, pending):
+        version = _next_version(session, kernels)
+        patch_id = f"lp-{kernels[0]}-{version}"
+        patch = Patch(
+            patch_id=patch_id,
+            kernel_set=",".join(kernels),
+            version=version,
+            kernels=kernels,
+            module_name=name,
+            target_name=f"patches/{patch_id}.ko",
+            sha256=publisher.sha256(module),
+            length=len(module),
+            severity=publication.severity.value,
+            description=publication.description,
+            cves=[
+                {
+                    "id": c,
+                    "severity": publication.severity.value,
+                    "description": publication.description,
+                }
+                for c in cves
+            ],
+            stage=Stage.CANARY.value,
+            percentage=policy.canary_percentage,
+            halted=False,
+            withdrawn=False,
+            stage_started=now,
+            created=now,
+            policy=dict(publication.overrides),
+        )
+        session.add(patch)
+        session.flush()
+        pending.created.append(patch_id)
+        publisher.add_target(patch.target_name, module, custom_fields(patch))
+        pending.staged(patch)
+    return _info(patch, service.config.policy)
 
 
 def list_patches(service: Service) -> list[PatchInfo]:
@@ -202,7 +219,7 @@ def show(service: Service, patch_id: str) -> PatchDetail:
 def promote(service: Service, patch_id: str, to: Stage | None = None) -> PatchInfo:
     """Move the patch to `to` (default: the next stage) now, whatever its soak time."""
 
-    def change(patch: Patch, policy: RolloutPolicy, now: datetime) -> None:
+    def change(patch: Patch, policy: RolloutPolicy, now: datetime) -> str | None:
         if patch.halted:
             raise Conflict(f"{patch_id} is halted: resume it before promoting it.")
         current = Stage(patch.stage)
@@ -212,14 +229,19 @@ def promote(service: Service, patch_id: str, to: Stage | None = None) -> PatchIn
                 f"{patch_id} is already at stage {current.value}; it can only move forward."
             )
         _set_stage(patch, target, policy, now)
+        return PROMOTION
 
     return _change(service, patch_id, change)
 
 
 def halt(service: Service, patch_id: str, reason: str = "halted by an administrator") -> PatchInfo:
-    def change(patch: Patch, _policy: RolloutPolicy, _now: datetime) -> None:
+    """Stop the rollout; halting a halted patch only replaces the reason (and counts once)."""
+
+    def change(patch: Patch, _policy: RolloutPolicy, _now: datetime) -> str | None:
+        already = patch.halted
         patch.halted = True
         patch.halt_reason = reason
+        return None if already else HALT
 
     return _change(service, patch_id, change)
 
@@ -227,12 +249,13 @@ def halt(service: Service, patch_id: str, reason: str = "halted by an administra
 def resume(service: Service, patch_id: str) -> PatchInfo:
     """Lift a halt; the stage's soak time and failure count start afresh."""
 
-    def change(patch: Patch, _policy: RolloutPolicy, now: datetime) -> None:
+    def change(patch: Patch, _policy: RolloutPolicy, now: datetime) -> str | None:
         if not patch.halted:
             raise Conflict(f"{patch_id} is not halted.")
         patch.halted = False
         patch.halt_reason = None
         patch.stage_started = now
+        return None
 
     return _change(service, patch_id, change)
 
@@ -240,25 +263,30 @@ def resume(service: Service, patch_id: str) -> PatchInfo:
 def withdraw(service: Service, patch_id: str) -> PatchInfo:
     """Remove the patch from the signed targets: no machine will fetch it again."""
     publisher = service.publisher
-    with publisher.locked(), service.transaction() as session:
+    with _catalogue_change(service) as (session, pending):
         patch = _get(session, patch_id)
         if patch.withdrawn:
             raise Conflict(f"{patch_id} is already withdrawn.")
+        pending.changing(patch)
         patch.withdrawn = True
-        publisher.remove_target(patch.target_name)
-        publisher.publish()
-        return _info(patch, service.config.policy)
+        if publisher.has_target(patch.target_name):
+            publisher.remove_target(patch.target_name)
+            pending.staged(patch)
+        else:
+            # Only after a failed publish whose undo failed too: nothing to unpublish.
+            log.warning("%s was not in the signed metadata; marked withdrawn", patch_id)
+    return _info(patch, service.config.policy)
 
 
 def apply_engine(service: Service) -> list[tuple[str, engine.Decision]]:
     """Run the engine over every live patch and apply its promotions and halts."""
     publisher = service.publisher
     applied: list[tuple[str, engine.Decision]] = []
-    with publisher.locked(), service.transaction() as session:
+    with _catalogue_change(service) as (session, pending):
         now = service.clock()
         live = session.scalars(
             select(Patch).where(Patch.withdrawn.is_(False), Patch.halted.is_(False))
-        )
+        ).all()
         for patch in live:
             outcomes = reports.stage_outcomes(
                 session, patch.patch_id, patch.stage, since=patch.stage_started
@@ -266,35 +294,163 @@ def apply_engine(service: Service) -> list[tuple[str, engine.Decision]]:
             decision = engine.decide(_rollout(patch, service.config.policy), outcomes, now)
             if decision.action is engine.Action.NOTHING:
                 continue
+            if not publisher.has_target(patch.target_name):
+                log.warning(_UNPUBLISHED.format(patch_id=patch.patch_id))
+                continue
+            pending.changing(patch)
             if decision.action is engine.Action.HALT:
                 patch.halted = True
                 patch.halt_reason = decision.reason
-                service.metrics.inc("livepatch_halts_total", stage=patch.stage)
-                log.warning("halted %s: %s", patch.patch_id, decision.reason)
+                pending.event(session, patch, HALT, AUTOMATIC, now)
             else:
                 patch.stage = decision.state.stage.value
                 patch.percentage = decision.state.percentage
                 patch.stage_started = now
-                service.metrics.inc("livepatch_promotions_total", stage=patch.stage)
-                log.info("promoted %s to %s: %s", patch.patch_id, patch.stage, decision.reason)
+                pending.event(session, patch, PROMOTION, AUTOMATIC, now)
             publisher.update_custom(patch.target_name, custom_fields(patch))
+            pending.staged(patch)
             applied.append((patch.patch_id, decision))
-        if applied:
-            publisher.publish()
+    for patch_id, decision in applied:
+        if decision.action is engine.Action.HALT:
+            log.warning("halted %s: %s", patch_id, decision.reason)
+        else:
+            stage = decision.state.stage.value
+            log.info("promoted %s to %s: %s", patch_id, stage, decision.reason)
     return applied
 
 
-def _change(service: Service, patch_id: str, change: Any) -> PatchInfo:
-    publisher = service.publisher
-    with publisher.locked(), service.transaction() as session:
+Change = Callable[[Patch, RolloutPolicy, datetime], str | None]
+"""Changes a patch's row; returns the event to record (PROMOTION, HALT) or None."""
+
+
+def _change(service: Service, patch_id: str, change: Change) -> PatchInfo:
+    with _catalogue_change(service) as (session, pending):
         patch = _get(session, patch_id)
         if patch.withdrawn:
             raise Conflict(f"{patch_id} was withdrawn; publish a new patch instead.")
+        if not service.publisher.has_target(patch.target_name):
+            raise Conflict(_UNPUBLISHED.format(patch_id=patch_id))
         policy = effective_policy(service.config.policy, patch.policy)
-        change(patch, policy, service.clock())
-        publisher.update_custom(patch.target_name, custom_fields(patch))
-        publisher.publish()
-        return _info(patch, service.config.policy)
+        now = service.clock()
+        pending.changing(patch)
+        action = change(patch, policy, now)
+        if action is not None:
+            pending.event(session, patch, action, MANUAL, now)
+        service.publisher.update_custom(patch.target_name, custom_fields(patch))
+        pending.staged(patch)
+    return _info(patch, service.config.policy)
+
+
+@dataclass
+class _Pending:
+    """A catalogue change committed to the database whose metadata is not yet published."""
+
+    expected: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    """Per staged target: its signed rollout fields once published (None: removed)."""
+    created: list[str] = field(default_factory=list)
+    """Patches the change inserted."""
+    before: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The rollout columns of the patches it changed, as they were."""
+    events: list[RolloutEvent] = field(default_factory=list)
+
+    def changing(self, patch: Patch) -> None:
+        """Remember the patch's rollout columns before they change."""
+        self.before.setdefault(patch.patch_id, {c: getattr(patch, c) for c in _ROLLOUT_COLUMNS})
+
+    def staged(self, patch: Patch) -> None:
+        """Note what publishing the patch's staged metadata will sign."""
+        rollout = None if patch.withdrawn else custom_fields(patch)["rollout"]
+        self.expected[patch.target_name] = rollout
+
+    def event(
+        self, session: Session, patch: Patch, action: str, trigger: str, now: datetime
+    ) -> None:
+        row = RolloutEvent(
+            patch_id=patch.patch_id, action=action, stage=patch.stage, trigger=trigger, at=now
+        )
+        session.add(row)
+        self.events.append(row)
+
+    def undo(self, session: Session) -> None:
+        """Put the database back as it was before the change."""
+        if self.created:
+            session.execute(delete(Patch).where(Patch.patch_id.in_(self.created)))
+        for patch_id, values in self.before.items():
+            session.execute(update(Patch).where(Patch.patch_id == patch_id).values(**values))
+        if self.events:
+            ids = [row.id for row in self.events]
+            session.execute(delete(RolloutEvent).where(RolloutEvent.id.in_(ids)))
+
+    def published(self, service: Service) -> bool:
+        """Whether the published metadata shows the change (reading it afresh)."""
+        for name, rollout in self.expected.items():
+            fields = service.publisher.published(name)
+            if fields is None or rollout is None:
+                if (fields is None) != (rollout is None):
+                    return False
+            elif fields.get("rollout") != rollout:
+                return False
+        return True
+
+
+@contextmanager
+def _catalogue_change(service: Service) -> Iterator[tuple[Session, _Pending]]:
+    """Change patches in the database and their signed metadata, both or neither.
+
+    The body changes rows and stages metadata under the publisher's lock; the
+    transaction commits, then the staged metadata is published. If the commit
+    fails nothing is published (the next lock drops what was staged). If
+    publishing fails before its commit point (replacing timestamp.json), the
+    database change is taken back: machines never saw it. If it fails after
+    that point, the change is published, and kept.
+    """
+    publisher = service.publisher
+    with publisher.locked():
+        pending = _Pending()
+        with service.transaction() as session:
+            yield session, pending
+            session.flush()  # the events' ids, for an undo
+        if pending.expected:
+            _publish_or_undo(service, pending)
+
+
+def _publish_or_undo(service: Service, pending: _Pending) -> None:
+    names = ", ".join(sorted(pending.expected))
+    try:
+        service.publisher.publish()
+    except BaseException as error:
+        landed: bool | None
+        try:
+            landed = pending.published(service)
+        except Exception:
+            log.exception(
+                "publishing %s failed and the published metadata cannot be read; the database "
+                "keeps the change (the next change to the patch publishes its state; withdraw "
+                "a patch that was being published)",
+                names,
+            )
+            landed = None
+        if landed is None:
+            raise
+        if landed and isinstance(error, Exception):
+            log.warning(
+                "publishing %s failed after its commit point; the change is published",
+                names,
+                exc_info=error,
+            )
+            return
+        if not landed:
+            try:
+                with service.transaction() as session:
+                    pending.undo(session)
+            except Exception:
+                log.exception(
+                    "publishing %s failed and the database change could not be taken back: "
+                    "the database shows a change machines do not see (the next change to "
+                    "the patch publishes its state; withdraw a patch that was being published)",
+                    names,
+                )
+        raise
 
 
 def _set_stage(patch: Patch, stage: Stage, policy: RolloutPolicy, now: datetime) -> None:

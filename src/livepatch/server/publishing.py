@@ -40,6 +40,8 @@ class MetadataRepository(Protocol):
     def add_target(self, name: str, data: bytes, custom: Mapping[str, Any]) -> object: ...
     def update_custom(self, name: str, custom: Mapping[str, Any]) -> None: ...
     def remove_target(self, name: str) -> None: ...
+    def targets(self) -> Mapping[str, object]: ...
+    def custom(self, name: str) -> dict[str, Any]: ...
     def publish(self) -> None: ...
     def refresh_timestamp(self) -> bool: ...
     def root_json(self) -> bytes: ...
@@ -161,6 +163,21 @@ class Publisher:
 
     def publish(self) -> None:
         self.repository.publish()
+
+    def has_target(self, name: str) -> bool:
+        """Whether target `name` is in the metadata (as staged)."""
+        return name in self.repository.targets()
+
+    def published(self, name: str) -> dict[str, Any] | None:
+        """Target `name`'s signed livepatch fields as published now (None: no such target).
+
+        Drops staged changes: for telling, after `publish` failed, whether
+        the failure came before or after its commit point.
+        """
+        self.repository.reload()
+        if name not in self.repository.targets():
+            return None
+        return self.repository.custom(name)
 
     def refresh_timestamp(self) -> bool:
         """Re-sign the timestamp (and whatever else is past half its lifetime)."""

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import re
+import ssl
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from livepatch.trust import patchmeta
-from tests.integration.server.live import LiveServer
+from tests.integration.server.live import LiveServer, live_server
 
 KERNEL = "6.1.0-56-amd64"
 
@@ -147,6 +154,90 @@ def test_machine_limit_holds_under_parallel_http_enrolments(live: LiveServer) ->
     assert listed["machines"] == 7
 
 
+def test_machine_limit_holds_across_worker_processes(tmp_path: Path, database_url: str) -> None:
+    """Two uvicorn workers: only the database (BEGIN IMMEDIATE, FOR UPDATE) serialises them.
+
+    Within one process a lock queues SQLite writers, so the one-worker test
+    above would pass without the database's own guarantee; this one would not.
+    """
+    limit, attempts = 5, 48
+    with live_server(tmp_path / "data", database_url, workers=2) as server:
+        wait_for_a_second_worker(server)
+        token = new_token(server, machines=limit)
+        barrier = threading.Barrier(24)
+
+        def attempt(_: int) -> httpx.Response:
+            with httpx.Client(base_url=server.url, verify=server.verify(), timeout=60) as client:
+                client.get("/healthz")  # connected (TLS done) before the race starts
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait(timeout=30)
+                return client.post("/v1/enrol", json=enrol_body(token))
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            responses = list(pool.map(attempt, range(attempts)))
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(201) == limit, statuses
+        refused = [r for r in responses if r.status_code != 201]
+        assert len(refused) == attempts - limit
+        for response in refused:
+            message = assert_error(response, 409, "token-exhausted")
+            assert f"no machine slots left (limit {limit})" in message
+        [listed] = [t for t in server.admin_json("tokens", "list") if t["hint"] == token[:6]]
+        assert listed["machines"] == limit
+        # The race spanned both processes: each counted some of it (counters are per process).
+        workers = per_worker_enrolments(server)
+        assert len(workers) == 2 and all(sum(w) > 0 for w in workers), workers
+        assert tuple(map(sum, zip(*workers, strict=True))) == (limit, attempts - limit)
+
+
+def wait_for_a_second_worker(server: LiveServer, timeout: float = 60.0) -> None:
+    """Return once a new connection is served by another worker than a kept-alive one.
+
+    The server is ready when its first worker answers; the second may still
+    be starting. Counters are per process: a static request on the other
+    connection leaves the kept connection's worker's count as it was.
+    """
+
+    def static_requests(client: httpx.Client) -> str:
+        text = client.get("/metrics").text
+        found = re.search(r'^livepatch_static_requests_total\{status="200"\} (\S+)$', text, re.M)
+        return found.group(1) if found else "0"
+
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=server.url, verify=server.verify(), timeout=30) as kept:
+        while time.monotonic() < deadline:
+            before = static_requests(kept)
+            with httpx.Client(base_url=server.url, verify=server.verify(), timeout=30) as other:
+                assert other.get("/v1/metadata/timestamp.json").status_code == 200
+            if static_requests(kept) == before:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"no second worker answered: {server.log.read_text()[-3000:]}")
+
+
+def per_worker_enrolments(server: LiveServer) -> set[tuple[float, float]]:
+    """(enrolments, refusals) as each worker counted them, from scrapes on new connections."""
+    seen: set[tuple[float, float]] = set()
+    for _ in range(100):
+        with httpx.Client(base_url=server.url, verify=server.verify(), timeout=30) as client:
+            text = client.get("/metrics").text
+        enrolled = re.search(r"^livepatch_enrolments_total (\S+)$", text, re.MULTILINE)
+        refused = re.search(
+            r'^livepatch_enrolment_refusals_total\{code="token-exhausted"\} (\S+)$',
+            text,
+            re.MULTILINE,
+        )
+        seen.add(
+            (
+                float(enrolled.group(1)) if enrolled else 0.0,
+                float(refused.group(1)) if refused else 0.0,
+            )
+        )
+        if len(seen) == 2:
+            break
+    return seen
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -174,7 +265,51 @@ def test_unknown_routes_and_methods_are_json_errors(live: LiveServer) -> None:
     assert_error(live.client().get("/v1/nothing"), 404, "not-found")
     assert_error(live.client().put("/v1/enrol"), 405, "method-not-allowed")
     assert_error(live.client().get("/v1/metadata/missing.json"), 404, "not-found")
-    assert_error(live.client().get("/v1/targets/../../etc/passwd"), 404, "not-found")
+
+
+def raw_get(live: LiveServer, path: str) -> tuple[int, bytes]:
+    """GET `path` exactly as written: http.client sends it without normalising dot segments."""
+    parsed = urlsplit(live.url)
+    context = live.verify()
+    assert isinstance(context, ssl.SSLContext)
+    assert parsed.hostname is not None
+    connection = http.client.HTTPSConnection(parsed.hostname, parsed.port, context=context)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/targets/../../etc/passwd",
+        "/v1/targets/../../../../../../../../etc/passwd",
+        "/v1/targets/%2e%2e/%2e%2e/etc/passwd",
+        "/v1/targets/..%2f..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/v1/targets/../metadata/root.json",  # exists under the blob directory
+        "/v1/targets/../../keys/module-signing/ca-key.pem",  # the CA's private key
+        "/v1/targets/%2e%2e/%2e%2e/keys/module-signing/ca-key.pem",
+        "/v1/targets/patches/../../../livepatch.db",
+        "/v1/targets/../../tls-key.pem",  # the server's TLS key
+        "/v1/metadata/..%2f..%2fkeys%2fmodule-signing%2fca-key.pem",
+        "/v1/metadata/%2e%2e%2froot.json",
+        "/v1/targets//etc/passwd",
+        "/v1/targets/%2fetc%2fpasswd",
+    ],
+)
+def test_paths_out_of_the_repository_are_refused(live: LiveServer, path: str) -> None:
+    # The files exist: a server that followed the path would serve them.
+    assert (live.data_dir / "keys" / "module-signing" / "ca-key.pem").is_file()
+    assert (live.data_dir / "blobs" / "metadata" / "root.json").is_file()
+    status, body = raw_get(live, path)
+    assert 400 <= status < 500, (status, body[:200])
+    assert b"root:" not in body and b"PRIVATE KEY" not in body
+    assert b"SQLite format" not in body and b'"_type"' not in body
+    error = json.loads(body)["error"]
+    assert error["code"] in ("not-found", "invalid-request"), error
 
 
 def test_publish_report_and_show(live: LiveServer, module_file: Path) -> None:
@@ -249,6 +384,10 @@ def test_halt_is_signed_into_metadata(live: LiveServer, module_file: Path) -> No
     assert custom["rollout"] == {"stage": "moderate", "percentage": 30.0, "halted": False}
     live.admin("patches", "withdraw", published["patch_id"])
     assert name not in current_targets(live)["signed"]["targets"]
+    # Made by livepatch-admin, another process, and counted by the server all the same.
+    metrics = live.client().get("/metrics").text
+    assert 'livepatch_halts_total{stage="canary",trigger="manual"} 1\n' in metrics
+    assert 'livepatch_promotions_total{stage="moderate",trigger="manual"} 1\n' in metrics
 
 
 def test_metadata_is_cacheable(live: LiveServer) -> None:

@@ -98,4 +98,4 @@ def test_the_server_applies_the_engine_by_itself(tmp_path: Path) -> None:
             stage = server.admin_json("patches", "show", published["patch_id"])["rollout"]["stage"]
         assert stage == "moderate"
         metrics = httpx.get(f"{server.url}/metrics").text
-        assert 'livepatch_promotions_total{stage="moderate"} 1' in metrics
+        assert 'livepatch_promotions_total{stage="moderate",trigger="automatic"} 1' in metrics

@@ -116,13 +116,13 @@ def test_counters_for_enrolments_check_ins_outcomes_promotions_and_halts(
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        halted = counter(live, 'livepatch_halts_total{stage="canary"}')
-        promoted = counter(live, 'livepatch_promotions_total{stage="moderate"}')
+        halted = counter(live, 'livepatch_halts_total{stage="canary",trigger="automatic"}')
+        promoted = counter(live, 'livepatch_promotions_total{stage="moderate",trigger="automatic"}')
         if halted and promoted:
             break
         time.sleep(0.5)
-    assert counter(live, 'livepatch_halts_total{stage="canary"}') == 1
-    assert counter(live, 'livepatch_promotions_total{stage="moderate"}') >= 1
+    assert counter(live, 'livepatch_halts_total{stage="canary",trigger="automatic"}') == 1
+    assert counter(live, 'livepatch_promotions_total{stage="moderate",trigger="automatic"}') >= 1
     shown = live.admin_json("patches", "show", failing)
     assert shown["rollout"]["halted"] is True and shown["rollout"]["stage"] == "canary"
     assert "1 of 1 machines failed" in shown["rollout"]["halt_reason"]

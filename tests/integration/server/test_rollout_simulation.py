@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from tuf.api.metadata import Metadata, Targets  # type: ignore[attr-defined]
 
 from livepatch.rollout import RolloutState, Stage, Tier, admits, bucket
 from livepatch.server import patches, reports
 from livepatch.server.service import Service
+from livepatch.server.storage.models import Report
 from livepatch.trust import patchmeta
 from tests.integration.server.conftest import MODULE, Clock
 
@@ -79,20 +81,23 @@ def simulate(service: Service, clock: Clock, failing: set[str], hours: int) -> d
             for machine in admitted:
                 if machine.machine_id in reported:
                     continue
-                result = (
-                    reports.Result.FAILED
-                    if machine.machine_id in failing
-                    else reports.Result.APPLIED
-                )
-                outcome = reports.Outcome(
-                    patch_id, KERNEL, result, 22 if failing else None, None, 40, 0
-                )
+                if machine.machine_id in failing:
+                    outcome = reports.Outcome(
+                        patch_id, KERNEL, reports.Result.FAILED, 22, "Invalid argument", 40, 0
+                    )
+                else:
+                    outcome = reports.Outcome(
+                        patch_id, KERNEL, reports.Result.APPLIED, None, None, 40, 0
+                    )
                 reports.record(session, machine.machine_id, outcome, now=clock.now)
                 reported.add(machine.machine_id)
         patches.apply_engine(service)
         clock.advance(hours=1)
+    with service.transaction(readonly=True) as session:
+        stored = session.execute(select(Report.result, Report.errno, Report.reason)).all()
     return {
         "patch_id": patch_id,
+        "errors": {(result, errno, reason) for result, errno, reason in stored},
         "final": signed_rollout(metadata_dir, target),
         "ever_admitted": ever_admitted,
         "stages_seen": stages_seen,
@@ -113,6 +118,7 @@ def test_a_healthy_patch_reaches_every_machine(service: Service, clock: Clock) -
     result = simulate(service, clock, failing=set(), hours=80)
     assert result["final"] == RolloutState(Stage.ALL, 100.0, False)
     assert result["ever_admitted"] == {m.machine_id for m in FLEET}
+    assert result["errors"] == {("applied", None, None)}  # successes carry no errno
     stages = result["stages_seen"]
     assert isinstance(stages, list)
     # Soak times honoured: machines read hours 0..24 in canary (the engine promotes
@@ -131,6 +137,7 @@ def test_a_patch_failing_on_five_percent_of_canaries_halts_in_canary(
     assert len(canaries) > 60 and len(failing) >= 3
     result = simulate(service, clock, failing=failing, hours=80)
     assert result["patch_id"] == patch_id
+    assert result["errors"] == {("applied", None, None), ("failed", 22, "Invalid argument")}
     final = result["final"]
     assert isinstance(final, RolloutState)
     assert final.halted and final.stage is Stage.CANARY

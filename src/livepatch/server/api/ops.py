@@ -8,9 +8,10 @@ from sqlalchemy import func, select, text
 
 from livepatch.server.api.deps import ServiceDep
 from livepatch.server.api.schemas import Health, errors
-from livepatch.server.metrics import Labels
+from livepatch.server.metrics import Labels, Series
+from livepatch.server.patches import HALT, PROMOTION
 from livepatch.server.service import Service
-from livepatch.server.storage.models import Machine, Patch
+from livepatch.server.storage.models import Machine, Patch, RolloutEvent
 
 router = APIRouter(tags=["operations"])
 
@@ -37,13 +38,38 @@ def healthz(service: ServiceDep) -> Health:
     summary="Prometheus metrics",
 )
 def metrics(service: ServiceDep) -> PlainTextResponse:
+    counters, gauges = database_series(service)
     return PlainTextResponse(
-        service.metrics.render(gauges(service)), media_type="text/plain; version=0.0.4"
+        service.metrics.render(gauges, counters), media_type="text/plain; version=0.0.4"
     )
 
 
-def gauges(service: Service) -> list[tuple[str, str, dict[Labels, float]]]:
+EVENT_COUNTERS = {
+    PROMOTION: (
+        "livepatch_promotions_total",
+        "Patches promoted to a further stage, by stage reached and trigger "
+        "(automatic: the rollout engine; manual: an administrator).",
+    ),
+    HALT: (
+        "livepatch_halts_total",
+        "Patches halted, by stage and trigger (automatic: the rollout engine; "
+        "manual: an administrator).",
+    ),
+}
+
+
+def database_series(service: Service) -> tuple[list[Series], list[Series]]:
+    """The counters and the gauges read from the database, in one read-only transaction."""
     with service.transaction(readonly=True) as session:
+        events = session.execute(
+            select(
+                RolloutEvent.action, RolloutEvent.stage, RolloutEvent.trigger, func.count()
+            ).group_by(RolloutEvent.action, RolloutEvent.stage, RolloutEvent.trigger)
+        )
+        by_action: dict[str, dict[Labels, float]] = {action: {} for action in EVENT_COUNTERS}
+        for action, stage, trigger, n in events:
+            if action in by_action:
+                by_action[action][(("stage", stage), ("trigger", trigger))] = float(n)
         machines = session.execute(select(Machine.tier, func.count()).group_by(Machine.tier))
         by_tier: dict[Labels, float] = {(("tier", t),): float(n) for t, n in machines}
         patches = session.execute(
@@ -54,7 +80,11 @@ def gauges(service: Service) -> list[tuple[str, str, dict[Labels, float]]]:
         by_stage: dict[Labels, float] = {
             (("halted", str(h).lower()), ("stage", s)): float(n) for s, h, n in patches
         }
-    return [
+    counters: list[Series] = [
+        (name, help_text, by_action[action]) for action, (name, help_text) in EVENT_COUNTERS.items()
+    ]
+    gauges: list[Series] = [
         ("livepatch_machines", "Enrolled machines, by tier.", by_tier),
         ("livepatch_patches", "Published patches, by stage and halt.", by_stage),
     ]
+    return counters, gauges

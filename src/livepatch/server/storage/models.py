@@ -148,3 +148,25 @@ class Report(Base):
     received: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (UniqueConstraint("machine_id", "patch_id", "stage"),)
+
+
+class RolloutEvent(Base):
+    """A promotion or a halt, by the engine or an administrator.
+
+    The promotion and halt counters of ``/metrics`` count these rows, so that
+    changes made by ``livepatch-admin`` (another process) and by any API
+    worker are counted alike. A row is written in the transaction of the
+    change it records.
+    """
+
+    __tablename__ = "rollout_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patch_id: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(16))
+    """``promotion`` or ``halt``."""
+    stage: Mapped[str] = mapped_column(String(16))
+    """The stage reached (promotion) or halted in (halt)."""
+    trigger: Mapped[str] = mapped_column(String(16))
+    """``automatic`` (the rollout engine) or ``manual`` (an administrator)."""
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
