@@ -1,10 +1,11 @@
-"""HTTP client for the patch service's machine endpoints (CONTRACTS.md).
+"""HTTP client for the patch service's machine endpoints (docs/CONTRACTS.md).
 
-``requests`` is imported here only, so commands that never talk to the service
-do not pay for it. Transport failures become ServiceUnreachable or TlsFailure,
-error bodies ``{"error": {"code", "message"}}`` become the matching client
-error. The token and credential travel in the body and the Authorization
-header only; they never appear in messages or logs.
+``requests`` is imported only here and by the other modules that talk to the
+service, so commands that never do (``status``, ``config``) do not pay for it.
+Transport failures become ServiceUnreachable or TlsFailure, error bodies
+``{"error": {"code", "message"}}`` become the matching client error. The
+token and credential travel in the body and the Authorization header only;
+they never appear in messages or logs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from livepatch.client.errors import (
 )
 from livepatch.client.ports import EnrolResult
 from livepatch.client.state import Credential, Report
+from livepatch.proxies import for_url
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,13 @@ class HttpServiceClient:
         proxies: Mapping[str, str] | None = None,
         session: requests.Session | None = None,
     ) -> None:
+        """`proxies` in requests' shape; chosen per request (see ``livepatch.proxies``)."""
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"livepatch/{__version__}"
         # Passed on each request: a session-level verify loses to $REQUESTS_CA_BUNDLE.
         self.verify: str | bool = ca_bundle or True
-        if proxies:
-            self.session.proxies.update(proxies)
+        self.proxies = dict(proxies or {})
 
     def enrol(
         self, *, token: str, machine_id: str, hostname: str, kernel: str, architecture: str
@@ -127,12 +129,13 @@ class HttpServiceClient:
                 timeout=TIMEOUT,
                 stream=True,
                 verify=self.verify,
+                proxies=for_url(url, self.proxies),
             )
             content = response.raw.read(MAX_RESPONSE + 1, decode_content=True)
         except requests.exceptions.SSLError as error:
-            raise TlsFailure(self.base_url, _reason(error)) from error
+            raise TlsFailure(self.base_url, transport_reason(error)) from error
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
-            raise ServiceUnreachable(self.base_url, _reason(error)) from error
+            raise ServiceUnreachable(self.base_url, transport_reason(error)) from error
         except requests.exceptions.RequestException as error:
             raise ServiceUnreachable(self.base_url, type(error).__name__) from error
         if len(content) > MAX_RESPONSE:
@@ -166,7 +169,7 @@ def _json(content: bytes) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _reason(error: BaseException) -> str:
+def transport_reason(error: BaseException) -> str:
     """The innermost cause's text, short: requests nests urllib3 errors deeply."""
     inner: BaseException = error
     while inner.__context__ is not None and inner.__context__ is not inner:

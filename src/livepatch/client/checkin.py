@@ -20,7 +20,7 @@ from pathlib import Path
 from livepatch.client import transitions
 from livepatch.client.config import Config
 from livepatch.client.config import load as load_config
-from livepatch.client.errors import NotEnabled, UnsupportedKernel
+from livepatch.client.errors import ClientError, NotEnabled, UnsupportedKernel
 from livepatch.client.patches import PatchInfo
 from livepatch.client.paths import Paths
 from livepatch.client.planner import Apply, plan
@@ -77,6 +77,11 @@ def error_record(error: LivepatchError) -> ErrorRecord:
     return ErrorRecord(error.code, " ".join(str(error).split()))
 
 
+def retryable(error: LivepatchError) -> bool:
+    """Whether `error` is network or server trouble, worth retrying with backoff."""
+    return isinstance(error, ClientError) and error.retryable
+
+
 class CheckIn:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -105,7 +110,6 @@ class CheckIn:
             enrolment = state.enrolment
             if enrolment is None:
                 raise NotEnabled()
-            config = load_config(self.rt.paths.config)
             now = self.rt.clock()
             key = self.rt.kernel.identity().key
             reason = self.rt.kernel.unsupported_reason()
@@ -116,6 +120,7 @@ class CheckIn:
                     self._save(transitions.unsupported(state, key, error_record(error), now)), error
                 )
             try:
+                config = load_config(self.rt.paths.config)
                 credential = self._fresh_credential(state, config, now)
                 service = self.rt.service(config)
                 state = self._flush_reports(state, service, credential)
@@ -137,9 +142,10 @@ class CheckIn:
                 )
             except LivepatchError as error:
                 log.warning("check-in failed: %s", error)
-                return Outcome(
-                    self._save(transitions.check_failed(state, error_record(error), now)), error
+                failed = transitions.check_failed(
+                    state, error_record(error), now, retryable=retryable(error)
                 )
+                return Outcome(self._save(failed), error)
             state = self._save(transitions.planned(state, decision, key, now))
             if not isinstance(decision, Apply):
                 return Outcome(state)

@@ -15,17 +15,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from livepatch.client import config as settings
-from livepatch.client import control, transitions
+from livepatch.client import control, statuscache, transitions
 from livepatch.client.checkin import CheckIn, Outcome, Runtime, effective_tier
 from livepatch.client.errors import (
     AlreadyEnabled,
+    InvalidConfig,
     NeedsRoot,
     NotConfigured,
     NotEnabled,
     SettingsNeedRoot,
+    UnloadRefused,
     UnsupportedKernel,
 )
 from livepatch.client.host import hostname, machine_id, read_host
+from livepatch.client.kernelport import KernelAdapter
 from livepatch.client.paths import Paths
 from livepatch.client.state import Credential, CredentialFile, Enrolment, State, StateFile
 from livepatch.client.status import document
@@ -46,8 +49,25 @@ def daemon_running(paths: Paths) -> bool:
     return is_locked(paths.daemon_lock)
 
 
+def _cache_key(rt: Runtime) -> dict[str, Any] | None:
+    """The status cache's inputs when this runtime reads a kernel tree and may write.
+
+    The key names the kernel's root, so only a cache built from the real machine's
+    ``/`` ever serves `livepatch status`'s fast path.
+    """
+    kernel = rt.kernel
+    if not isinstance(kernel, KernelAdapter) or not os.access(rt.paths.root, os.W_OK):
+        return None
+    return statuscache.inputs(str(rt.paths.root), str(kernel.root))
+
+
 def status(rt: Runtime) -> dict[str, Any]:
-    """The status document; works without root (reads the state file, not the socket)."""
+    """The status document; works without root (reads the state file, not the socket).
+
+    As root on the real machine it also refreshes the status cache (see
+    ``statuscache``), which lets the next `livepatch status` skip this work.
+    """
+    key = _cache_key(rt)  # read before the inputs themselves: a change in between misses
     state = StateFile(rt.paths.state).load()
     try:
         identity = rt.kernel.identity()
@@ -55,17 +75,24 @@ def status(rt: Runtime) -> dict[str, Any]:
     except (LivepatchError, OSError) as error:
         log.debug("status without reconciling with the kernel: %s", error)
         identity = rt.kernel.identity()
+        key = None
     try:
         config = readable_config(rt.paths)
     except LivepatchError:
         config = settings.Config()
-    return document(
+    doc = document(
         state,
         kernel=identity,
         host=read_host(),
         tier=effective_tier(state, config).value,
         daemon_running=daemon_running(rt.paths),
     )
+    if key is not None:
+        try:
+            statuscache.save(str(rt.paths.root), key, doc)
+        except OSError as error:
+            log.debug("status cache not written: %s", error)
+    return doc
 
 
 @dataclass(frozen=True)
@@ -135,9 +162,18 @@ class Disabled:
     """Our modules left loaded in the kernel."""
     service_error: LivepatchError | None
     """Why the service could not be told (the machine is disabled locally anyway)."""
+    refused: tuple[UnloadRefused, ...] = ()
+    """With `unload`: one error for each module the kernel would not take out."""
 
 
 def disable(rt: Runtime, *, unload: bool) -> Disabled:
+    """De-enrol: tell the service, forget the enrolment locally, then (with `unload`)
+    disable and unload our patches.
+
+    The local de-enrolment is saved before the kernel is asked anything, so a
+    patch the kernel will not let go of never leaves the machine half enrolled;
+    such a patch is reported in `refused` and stays loaded (never forced).
+    """
     paths = rt.paths
     with locked(paths.lock):
         states = StateFile(paths.state)
@@ -153,19 +189,50 @@ def disable(rt: Runtime, *, unload: bool) -> Disabled:
                 rt.service(config).deregister(state.enrolment.machine_id, credential)
             except LivepatchError as error:
                 service_error = error
-        ours = _our_loaded_modules(rt, state)
-        unloaded: list[str] = []
-        if unload:
-            for name in ours:
-                rt.kernel.disable(name)
-                rt.kernel.unload(name)
-                unloaded.append(name)
         credentials.remove()
         _reset_metadata(paths)
-        states.save(transitions.disenrolled(state, unloaded=unload))
+        state = transitions.disenrolled(state, unloaded=False)
+        states.save(state)
+        ours = _our_loaded_modules(rt, state)
+        unloaded: list[str] = []
+        refused: list[UnloadRefused] = []
+        if unload:
+            for name in ours:
+                failure = _disable_and_unload(rt, name)
+                if failure is None:
+                    unloaded.append(name)
+                else:
+                    refused.append(failure)
+            if refused:
+                _save_reconciled(rt, states, state)
+            else:
+                states.save(transitions.disenrolled(state, unloaded=True))
     _ask_daemon(paths, "reload")
     kept = tuple(name for name in ours if name not in unloaded)
-    return Disabled(tuple(unloaded), kept, service_error)
+    return Disabled(tuple(unloaded), kept, service_error, tuple(refused))
+
+
+def _save_reconciled(rt: Runtime, states: StateFile, state: State) -> None:
+    """Record which of our patches the kernel still holds (best effort: the
+    de-enrolment itself is saved already)."""
+    try:
+        state = transitions.reconcile(state, rt.kernel.identity().key, rt.kernel.loaded())
+    except (LivepatchError, OSError) as error:
+        log.warning("cannot read which livepatches are still loaded: %s", error)
+        return
+    states.save(state)
+
+
+def _disable_and_unload(rt: Runtime, name: str) -> UnloadRefused | None:
+    """Take livepatch `name` out of the kernel; what went wrong, if anything."""
+    for step, action in (("disable", rt.kernel.disable), ("unload", rt.kernel.unload)):
+        try:
+            action(name)
+        except (LivepatchError, OSError) as error:
+            log.info("the kernel refused to %s livepatch %s: %s", step, name, error)
+            code = error.code if isinstance(error, LivepatchError) else type(error).__name__
+            return UnloadRefused(name, step, code)
+    return None
 
 
 def _our_loaded_modules(rt: Runtime, state: State) -> list[str]:
@@ -215,7 +282,14 @@ def set_config(paths: Paths, assignments: Sequence[str]) -> str:
     pairs = [settings.parse_assignment(item) for item in assignments]
     paths.ensure()
     with locked(paths.lock):
-        new = settings.assign(settings.load(paths.config), pairs)
+        try:
+            current = settings.load(paths.config)
+        except InvalidConfig:  # the way to repair it: start again from the defaults
+            log.warning(
+                "%s was unreadable; it now holds only the settings just given", paths.config
+            )
+            current = settings.Config()
+        new = settings.assign(current, pairs)
         settings.save(paths.config, new)
         if new.ca_certs and settings.PEM_MARKER in new.ca_certs:
             write_atomic(paths.ca_bundle, new.ca_certs.encode(), mode=0o644)

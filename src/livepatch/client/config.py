@@ -117,18 +117,23 @@ def render(config: Config) -> str:
 
 
 def from_mapping(data: Mapping[str, object]) -> Config:
-    """Settings saved earlier (validated when they were assigned)."""
+    """Settings saved earlier; ValueError naming the first bad value (a hand edit)."""
     values: dict[str, object] = {}
-    try:
-        for key in KEYS:
-            if key in data:
-                value = data[key]
-                values[key.replace("-", "_")] = (
-                    int(str(value)) if key == "check-interval" else str(value)
-                )
-        return Config(**values)  # type: ignore[arg-type]
-    except ValueError as error:
-        raise InvalidConfig(f"The saved config holds a bad value ({error}).") from error
+    for key in KEYS:
+        if key not in data:
+            continue
+        value = data[key]
+        if key == "check-interval":
+            try:
+                minutes = int(str(value))
+            except ValueError:
+                minutes = 0
+            if minutes < 1:
+                raise ValueError(f"check-interval is {value!r}, not a whole number of minutes")
+            values["check_interval"] = minutes
+        else:
+            values[key.replace("-", "_")] = str(value)
+    return Config(**values)  # type: ignore[arg-type]
 
 
 def to_mapping(config: Config) -> dict[str, object]:
@@ -143,16 +148,27 @@ def to_mapping(config: Config) -> dict[str, object]:
 def load(path: Path) -> Config:
     """The saved settings; defaults when there is no file yet."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return Config()
     try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise InvalidConfig(f"The config file {path} is not valid JSON ({error}).") from error
+        data = json.loads(raw)
+    except ValueError as error:  # also bytes that are not UTF-8
+        raise unreadable(path, f"not valid JSON: {error}") from error
     if not isinstance(data, dict):
-        raise InvalidConfig(f"The config file {path} must hold a JSON object.")
-    return from_mapping(data)
+        raise unreadable(path, "it must hold a JSON object")
+    try:
+        return from_mapping(data)
+    except ValueError as error:
+        raise unreadable(path, str(error)) from error
+
+
+def unreadable(path: Path, detail: str) -> InvalidConfig:
+    """The error for a settings file that cannot be used as it is."""
+    return InvalidConfig(
+        f"The config file {path} is unreadable ({detail}); set the settings again with "
+        "`livepatch config KEY=VALUE` to fix it."
+    )
 
 
 def public_path(path: Path) -> Path:

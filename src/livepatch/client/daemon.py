@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from livepatch.client import commands, transitions
 from livepatch.client.checkin import CheckIn, Outcome, Runtime, error_record
+from livepatch.client.config import DEFAULT_CHECK_INTERVAL
 from livepatch.client.config import load as load_config
 from livepatch.client.errors import NotEnabled
 from livepatch.client.schedule import next_delay
@@ -185,11 +186,20 @@ class Daemon:
         with locked(self.rt.paths.lock):
             states = StateFile(self.rt.paths.state)
             state = states.load()
-            interval = load_config(self.rt.paths.config).check_interval * 60.0
+            interval = self._check_interval() * 60.0
             delay = next_delay(interval, state.failures, self.draw(), self.rt.timing)
             when = self.rt.clock() + timedelta(seconds=delay)
             states.save(transitions.scheduled(state, when))
         log.info("next check-in at %s", when.isoformat())
+
+    def _check_interval(self) -> int:
+        """Minutes between check-ins; the default while the config file is unreadable
+        (the check-in records that error in the state for `livepatch status`)."""
+        try:
+            return load_config(self.rt.paths.config).check_interval
+        except LivepatchError as error:
+            log.error("%s", error)
+            return DEFAULT_CHECK_INTERVAL
 
     def _publish(self, outcome: Outcome) -> None:
         try:

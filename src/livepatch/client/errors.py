@@ -152,6 +152,18 @@ class SignatureFailure(ClientError):
         )
 
 
+class UnloadRefused(ClientError):
+    """`livepatch disable --unload` could not take one of our patches out of the kernel."""
+
+    code = "unload-refused"
+
+    def __init__(self, module: str, step: str, cause: str) -> None:
+        super().__init__(
+            f"Livepatch {module} stays loaded until the next reboot: the kernel refused to "
+            f"{step} it ({cause})."
+        )
+
+
 class DaemonUnavailable(ClientError):
     code = "daemon-unavailable"
 

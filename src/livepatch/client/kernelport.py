@@ -24,6 +24,9 @@ class LoadTimings:
     """How long a transition may take before it counts as stalled."""
     signal_interval: float = 5.0
     """How often stalled tasks are signalled to move them along."""
+    poll_interval: float = 0.01
+    """How often the transition is checked: the kernel finishes one at its own pace
+    (at once, or on its retries a second apart); noticing it sooner is cheap."""
 
 
 class KernelAdapter:
@@ -45,7 +48,9 @@ class KernelAdapter:
         if self._driver is None:
             from livepatch.kernel import LivepatchDriver
 
-            self._driver = LivepatchDriver(self.root, syscalls=self._syscalls)
+            self._driver = LivepatchDriver(
+                self.root, syscalls=self._syscalls, poll_interval=self.timings.poll_interval
+            )
         return self._driver
 
     def identity(self) -> KernelFacts:

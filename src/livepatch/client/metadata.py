@@ -4,18 +4,29 @@
 fetcher) refreshes metadata from the root pinned at enrolment, lists the patch
 targets and downloads them hash-checked; ``livepatch.trust.modsig`` verifies
 each module's appended signature against the signing certificates that came
-in the same signed metadata. Trust-layer errors become client errors here.
+in the same signed metadata. Trust-layer errors become client errors here:
+a download that failed TLS verification becomes the same ``TlsFailure`` that
+enrolment reports, any other transport failure ``ServiceUnreachable``.
 """
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from livepatch.client.errors import MetadataRejected, ServiceUnreachable, SignatureFailure
+import requests
+
+from livepatch.client.api import transport_reason
+from livepatch.client.errors import (
+    MetadataRejected,
+    ServiceUnreachable,
+    SignatureFailure,
+    TlsFailure,
+)
 from livepatch.client.patches import Cve, PatchInfo
 from livepatch.client.paths import Paths
 from livepatch.client.state import Credential
@@ -120,6 +131,21 @@ class TufMetadata:
         try:
             return call()
         except DownloadFailed as error:
+            tls = _tls_cause(error)
+            if tls is not None:
+                raise TlsFailure(self.server, transport_reason(tls)) from error
             raise ServiceUnreachable(self.server, str(error).rstrip(".")) from error
         except TrustRejected as error:
             raise MetadataRejected(str(error)) from error
+
+
+def _tls_cause(error: BaseException) -> BaseException | None:
+    """The TLS error behind `error` (requests', or the ssl module's), if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, requests.exceptions.SSLError | ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

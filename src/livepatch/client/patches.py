@@ -1,6 +1,6 @@
 """What the signed metadata says about one patch, parsed into typed records.
 
-The fields come from the target's ``custom["livepatch"]`` object (CONTRACTS.md).
+The fields come from the target's ``custom["livepatch"]`` object (docs/CONTRACTS.md).
 The metadata is verified before we get here, but a malformed field must still
 fail with a message naming it rather than with a KeyError deep in the planner.
 """

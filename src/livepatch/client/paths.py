@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_STATE_DIR = Path("/var/lib/livepatch")
+from livepatch.client.statuscache import DEFAULT_STATE_DIR as _DEFAULT
+from livepatch.client.statuscache import state_dir
+
+DEFAULT_STATE_DIR = Path(_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -20,10 +23,7 @@ class Paths:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Paths:
-        for name in ("LIVEPATCH_STATE_DIR", "SNAP_DATA"):
-            if environ.get(name):
-                return cls(Path(environ[name]))
-        return cls(DEFAULT_STATE_DIR)
+        return cls(Path(state_dir(environ)))
 
     @property
     def state(self) -> Path:

@@ -101,7 +101,7 @@ class State:
     last_check: datetime | None = None
     next_check: datetime | None = None
     failures: int = 0
-    """Consecutive failed checks (drives backoff)."""
+    """Consecutive retryable failed checks (drives backoff, see ``transitions.check_failed``)."""
     patch_state: PatchState = PatchState.UNAPPLIED
     applied: PatchRecord | None = None
     """Our patch that the kernel has loaded and enabled."""

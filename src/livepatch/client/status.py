@@ -1,4 +1,4 @@
-"""The status document (CONTRACTS.md "Status document", COMPAT.md).
+"""The status document (docs/CONTRACTS.md "Status document", COMPAT.md).
 
 A superset of ``canonical-livepatch status --format json``: the same field
 names and value sets where the meaning is the same, because Ubuntu Pro and

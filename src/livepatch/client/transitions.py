@@ -200,12 +200,19 @@ def apply_failed(
     )
 
 
-def check_failed(state: State, error: ErrorRecord, now: datetime) -> State:
+def check_failed(state: State, error: ErrorRecord, now: datetime, *, retryable: bool) -> State:
+    """A check that failed with `error`.
+
+    Only a `retryable` failure (network or server trouble) counts towards
+    backoff; any other (metadata or credential rejected, a bad setting) resets
+    the count, so the next check waits the normal interval: retrying sooner
+    would meet the same refusal.
+    """
     return replace(
         state,
         check_state=CheckState.CHECK_FAILED,
         last_check=now,
-        failures=state.failures + 1,
+        failures=state.failures + 1 if retryable else 0,
         errors=(error,),
     )
 

@@ -3,7 +3,8 @@
 ``ServiceFetcher`` is python-tuf's ``FetcherInterface`` on a requests
 session: it adds ``Authorization: Bearer <credential>`` when the machine has
 one (asked for on every request, so a renewed credential is used at once),
-honours proxies from the configuration and the environment, verifies TLS
+honours proxies from the configuration (except for the hosts its no-proxy
+list names, see ``livepatch.proxies``) and the environment, verifies TLS
 against a custom CA bundle when given, and applies connect/read timeouts.
 The interface's ``download_bytes``/``download_file`` enforce size limits
 and wrap every failure into tuf's ``DownloadError``.
@@ -21,6 +22,7 @@ from tuf.api import exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
 from livepatch import __version__
+from livepatch.proxies import for_url
 
 CHUNK_SIZE = 64 * 1024
 
@@ -47,8 +49,6 @@ class ServiceFetcher(FetcherInterface):
         self._credential = credential or (lambda: None)
         self._session = session or requests.Session()
         self._session.trust_env = True  # HTTPS_PROXY, NO_PROXY, ... from the environment
-        if self.config.proxies:
-            self._session.proxies.update(self.config.proxies)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         headers = {"User-Agent": self.config.user_agent}
@@ -63,6 +63,7 @@ class ServiceFetcher(FetcherInterface):
                 stream=True,
                 verify=verify,
                 timeout=(self.config.connect_timeout, self.config.read_timeout),
+                proxies=for_url(url, self.config.proxies),
             )
         except requests.exceptions.Timeout as error:
             raise exceptions.SlowRetrievalError(f"timed out connecting to {_host(url)}") from error

@@ -31,6 +31,7 @@ from livepatch.client.kernelport import KernelAdapter
 from livepatch.client.state import CredentialFile, PatchState, State, StateFile
 from livepatch.client.wiring import default_runtime
 from livepatch.kernel import LivepatchDriver
+from tests.integration.client.proxy import RecordingProxy, running
 from tests.integration.client.service import PatchService
 from tests.integration.server.live import free_port
 from tests.unit.kernel.fakes import FakeKernel, FakeSyscalls
@@ -141,6 +142,44 @@ def test_tls_failure_without_the_private_ca(client: Machine, service: PatchServi
     assert message.startswith(f"TLS verification of the patch service at {service.url} failed")
     assert "CERTIFICATE_VERIFY_FAILED" in message
     assert message.endswith("check ca-certs and the server's certificate.")
+
+
+def test_tls_failure_during_a_check_in_is_a_tls_failure(
+    client: Machine, service: PatchService
+) -> None:
+    outcome = commands.enable(client.rt, service.token()).outcome
+    assert outcome is not None and outcome.error is None
+    commands.set_config(client.rt.paths, ["ca-certs="])
+    assert isinstance(client.check().run().error, TlsFailure)
+    message = failed_check(client, "tls-failure")
+    assert message.startswith(f"TLS verification of the patch service at {service.url} failed")
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert message.endswith("check ca-certs and the server's certificate.")
+
+
+def test_https_proxy_carries_enrol_and_check_in_except_to_no_proxy_hosts(
+    tmp_path: Path, service: PatchService
+) -> None:
+    recording = RecordingProxy()
+    with running(recording) as proxy:
+        (tmp_path / "proxied").mkdir()
+        proxied = machine(tmp_path / "proxied", service)
+        commands.set_config(proxied.rt.paths, [f"https-proxy={proxy}"])
+        service.publish(proxied.key, "lp_via_proxy")
+        outcome = commands.enable(proxied.rt, service.token()).outcome
+        assert outcome is not None and outcome.error is None
+        assert loaded(proxied) == ["lp_via_proxy"]  # metadata and module came through it
+        tunnels = len(recording.seen)
+        assert tunnels >= 2  # the API client's session and the fetcher's
+        assert set(recording.seen) == {f"CONNECT 127.0.0.1:{service.port}"}
+
+        (tmp_path / "direct").mkdir()
+        direct = machine(tmp_path / "direct", service)
+        commands.set_config(direct.rt.paths, [f"https-proxy={proxy}", "no-proxy=127.0.0.1"])
+        outcome = commands.enable(direct.rt, service.token()).outcome
+        assert outcome is not None and outcome.error is None
+        assert direct.state().patch_state is PatchState.KERNEL_UPGRADE_REQUIRED
+        assert len(recording.seen) == tunnels  # enrolled and checked in without the proxy
 
 
 def test_unsupported_kernel(client: Machine, service: PatchService) -> None:

@@ -84,7 +84,11 @@ class FakeKernel:
     load_error: LivepatchError | None = None
     loadable_error: LivepatchError | None = None
     loads: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
     unloaded: list[str] = field(default_factory=list)
+    refuse_disable: dict[str, LivepatchError] = field(default_factory=dict)
+    refuse_unload: dict[str, LivepatchError] = field(default_factory=dict)
+    """Modules the kernel will not disable (or unload), and how it says so."""
     stall: int = 0
     """Leave this many loads in transition and raise TransitionStalled, as a
     kernel does when a task keeps running the old code past the timeout."""
@@ -124,9 +128,14 @@ class FakeKernel:
             self.modules = {name: ModuleStatus(enabled=True, transition=False) for name in done}
 
     def disable(self, name: str) -> None:
+        if name in self.refuse_disable:
+            raise self.refuse_disable[name]
         self.modules[name] = ModuleStatus(enabled=False, transition=False)
+        self.disabled.append(name)
 
     def unload(self, name: str) -> None:
+        if name in self.refuse_unload:
+            raise self.refuse_unload[name]
         self.modules.pop(name, None)
         self.unloaded.append(name)
 
@@ -179,6 +188,8 @@ class FakeMetadata:
 
     patches_list: list[PatchInfo] = field(default_factory=list)
     down: int = 0
+    refusal: LivepatchError | None = None
+    """Raised by every refresh while set (after `down` runs out)."""
     refreshes: int = 0
     tampered: set[str] = field(default_factory=set)
     credentials: list[str] = field(default_factory=list)
@@ -188,6 +199,8 @@ class FakeMetadata:
         if self.down > 0:
             self.down -= 1
             raise ServiceUnreachable("https://patches.test", "connection refused")
+        if self.refusal is not None:
+            raise self.refusal
 
     def patches(self) -> Sequence[PatchInfo]:
         return list(self.patches_list)

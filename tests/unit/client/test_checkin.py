@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import errno
+import os
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -8,16 +11,26 @@ from livepatch.client import commands
 from livepatch.client.checkin import CheckIn
 from livepatch.client.errors import (
     AlreadyEnabled,
+    MetadataRejected,
     NotConfigured,
     NotEnabled,
     ServiceUnreachable,
     UnknownToken,
     UnsupportedKernel,
 )
+from livepatch.client.kernelport import KernelAdapter
 from livepatch.client.state import CheckState, CredentialFile, PatchState, StateFile, Support
 from livepatch.client.transitions import ModuleStatus
-from livepatch.kernel import LockdownRefused, ModulesDisabled, TransitionStalled
+from livepatch.kernel import (
+    LivepatchDriver,
+    LockdownRefused,
+    ModuleInUse,
+    ModulesDisabled,
+    TransitionStalled,
+)
 from tests.unit.client.fakes import KERNEL, World, patch
+from tests.unit.kernel.fakes import FakeKernel as TreeKernel
+from tests.unit.kernel.fakes import FakeSyscalls
 
 
 def enrol(world: World) -> None:
@@ -163,6 +176,37 @@ def test_service_down_records_check_failure_and_counts(world):
     assert state(world).failures == 0
 
 
+def test_only_retryable_failures_count_towards_backoff(world):
+    enrol(world)
+    world.metadata.down = 2
+    CheckIn(world.runtime()).run()
+    CheckIn(world.runtime()).run()
+    assert state(world).failures == 2
+    world.metadata.refusal = MetadataRejected("The timestamp metadata is not signed.")
+    outcome = CheckIn(world.runtime()).run()
+    assert outcome.error.code == "metadata-rejected"
+    saved = state(world)
+    assert saved.failures == 0 and saved.check_state is CheckState.CHECK_FAILED
+    assert [error.code for error in saved.errors] == ["metadata-rejected"]
+
+
+@pytest.mark.parametrize("content", [b"{", b"\xff\xfe", b"[]", b'{"check-interval": 0}'])
+def test_an_unreadable_config_file_is_recorded_as_the_check_failure(world, content):
+    enrol(world)
+    world.paths.config.write_bytes(content)
+    outcome = CheckIn(world.runtime()).run()
+    assert outcome.error.code == "invalid-config"
+    [error] = state(world).errors
+    assert error.code == "invalid-config"
+    assert error.message.startswith(f"The config file {world.paths.config} is unreadable (")
+    assert error.message.endswith(
+        "); set the settings again with `livepatch config KEY=VALUE` to fix it."
+    )
+    assert state(world).failures == 0  # not worth retrying before someone fixes it
+    commands.set_config(world.paths, ["remote-server=https://patches.test"])
+    assert CheckIn(world.runtime()).run().error is None
+
+
 def test_reports_queue_while_the_service_is_down_and_flush_later(world):
     world.metadata.patches_list = [patch("3")]
     world.service.down = 0
@@ -242,6 +286,105 @@ def test_disable_while_service_down_still_disables_locally(world):
     result = commands.disable(world.runtime(), unload=False)
     assert result.service_error.code == "service-unreachable"
     assert state(world).enrolment is None
+
+
+def in_use(name: str) -> ModuleInUse:
+    return ModuleInUse(name, errno=errno.EBUSY, refcount=1)
+
+
+def stalled(name: str) -> TransitionStalled:
+    return TransitionStalled(
+        name, target="unpatched", timeout=60.0, tasks=[], tasks_known=False, state=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "refusal"),
+    [("disable", {"refuse_disable": stalled}), ("unload", {"refuse_unload": in_use})],
+)
+def test_disable_unload_refused_by_the_kernel_still_de_enrols(world, step, refusal):
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    name = patch("3").module_name
+    for attribute, make in refusal.items():
+        setattr(world.kernel, attribute, {name: make(name)})
+    result = commands.disable(world.runtime(), unload=True)
+    [refused] = result.refused
+    assert str(refused) == (
+        f"Livepatch {name} stays loaded until the next reboot: the kernel refused to {step} "
+        f"it ({make(name).code})."
+    )
+    assert refused.code == "unload-refused"
+    assert result.unloaded == () and result.kept == (name,)
+    assert name in world.kernel.modules and world.kernel.unloaded == []
+    assert "deregister" in world.service.calls
+    saved = state(world)
+    assert saved.enrolment is None and saved.pending_reports == ()
+    assert CredentialFile(world.paths.credential).load() is None
+    assert list(world.paths.metadata.iterdir()) == []  # no pinned root left behind
+    with pytest.raises(NotEnabled):
+        commands.disable(world.runtime(), unload=True)
+
+
+def test_disable_unload_takes_out_what_it_can_and_records_what_stays(world):
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    world.kernel.stall = 1
+    world.metadata.patches_list.append(patch("4"))
+    assert CheckIn(world.runtime()).run().error.code == "transition-stalled"
+    old, new = patch("3").module_name, patch("4").module_name
+    world.kernel.modules[old] = ModuleStatus(enabled=True, transition=False)  # not replaced yet
+    world.kernel.refuse_disable = {old: stalled(old)}
+    result = commands.disable(world.runtime(), unload=True)
+    assert result.unloaded == (new,) and result.kept == (old,)
+    assert [error.code for error in result.refused] == ["unload-refused"]
+    assert f"Livepatch {old} stays loaded" in str(result.refused[0])
+    saved = state(world)
+    assert saved.enrolment is None
+    assert saved.applied is not None and saved.applied.module_name == old
+    assert saved.applying is None
+
+
+class HeldModules(FakeSyscalls):
+    """A kernel that keeps a reference on every module: delete_module says EBUSY."""
+
+    def delete_module(self, name: str, flags: int) -> None:
+        self.kernel.delete_calls.append(name)
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+
+
+@pytest.mark.parametrize(
+    ("step", "cause", "stall", "syscalls"),
+    [
+        ("disable", "transition-stalled", True, FakeSyscalls),
+        ("unload", "module-in-use", False, HeldModules),
+    ],
+)
+def test_disable_unload_through_the_real_driver_never_forces(
+    world, tmp_path, step, cause, stall, syscalls
+):
+    """The kernel layer over a fake /sys tree: a transition that never finishes,
+    or a module the kernel will not release, is reported, not forced."""
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    name = patch("3").module_name
+    tree = TreeKernel(tmp_path / "kernel")
+    tree.stall_next = stall  # a task never leaves the old code: no transition finishes
+    tree.add_patch(name, transition=stall)
+    driver = LivepatchDriver(tree.root, syscalls=syscalls(tree), clock=tree.clock, sleep=tree.sleep)
+    rt = replace(world.runtime(), kernel=KernelAdapter(tree.root, driver=driver))
+    result = commands.disable(rt, unload=True)
+    assert [str(error) for error in result.refused] == [
+        f"Livepatch {name} stays loaded until the next reboot: the kernel refused to {step} "
+        f"it ({cause})."
+    ]
+    assert (tree.root / "sys/module" / name).is_dir()  # still loaded
+    if stall:
+        # never forced: a forced transition would have finished and freed the patch
+        assert tree.read(f"sys/kernel/livepatch/{name}/transition") == "1"
+        assert tree.delete_calls == []  # an enabled patch is never unloaded
+    assert state(world).enrolment is None
+    assert CredentialFile(world.paths.credential).load() is None
 
 
 def test_status_reconciles_with_the_live_kernel_without_writing(world):

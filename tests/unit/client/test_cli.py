@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from livepatch import cli
 from livepatch.client import commands
+from livepatch.kernel import ModuleInUse
 from tests.unit.client.fakes import World, patch
 
 
@@ -85,6 +87,23 @@ def test_enable_status_refresh_disable(wired, capsys):
     assert code == 0
     assert "Loaded patches stay in the kernel" in out
     assert "--unload" in out
+
+
+def test_disable_unload_refused_exits_non_zero_with_one_sentence_per_patch(wired, capsys):
+    wired.metadata.patches_list = [patch("3")]
+    assert run(capsys, "enable", "good-token")[0] == 0
+    name = patch("3").module_name
+    wired.kernel.refuse_unload = {name: ModuleInUse(name, errno=errno.EBUSY, refcount=1)}
+    code, out, err = run(capsys, "disable", "--unload")
+    assert code == 1
+    assert "Machine disabled; it no longer checks for patches." in out
+    assert "--unload" not in out  # no advice to do what just failed
+    assert err.splitlines() == [
+        f"livepatch: Livepatch {name} stays loaded until the next reboot: the kernel refused "
+        "to unload it (module-in-use)."
+    ]
+    code, _, err = run(capsys, "disable", "--unload")
+    assert code == 1 and "Machine is not enabled" in err  # the de-enrolment did happen
 
 
 def test_bad_token_message(wired, capsys):

@@ -6,8 +6,10 @@ import stat
 
 import pytest
 
+from livepatch.client import commands
 from livepatch.client import config as c
 from livepatch.client.errors import InvalidConfig
+from livepatch.client.paths import Paths
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -95,12 +97,47 @@ def test_save_and_load_round_trip_private(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
-@pytest.mark.parametrize("content", ["", "{", "[]", '{"check-interval": "x"}'])
-def test_garbage_config_file_is_reported(tmp_path, content):
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b"", "not valid JSON: Expecting value"),
+        (b"{", "not valid JSON: Expecting property name"),
+        (b"\xff{}", "not valid JSON: 'utf-8' codec can't decode byte 0xff"),
+        (b"[]", "it must hold a JSON object"),
+        (b'{"check-interval": "x"}', "check-interval is 'x', not a whole number of minutes"),
+        (b'{"check-interval": 0}', "check-interval is 0, not a whole number of minutes"),
+    ],
+)
+def test_garbage_config_file_is_reported_in_one_sentence(tmp_path, content, detail):
     path = tmp_path / "config.json"
-    path.write_text(content)
-    with pytest.raises(InvalidConfig):
+    path.write_bytes(content)
+    with pytest.raises(InvalidConfig) as caught:
         c.load(path)
+    message = str(caught.value)
+    assert message.startswith(f"The config file {path} is unreadable ({detail}")
+    assert message.endswith(
+        "); set the settings again with `livepatch config KEY=VALUE` to fix it."
+    )
+    assert "\n" not in message
+
+
+def test_livepatch_config_replaces_an_unreadable_file(tmp_path):
+    paths = Paths(tmp_path / "state")
+    paths.ensure()
+    paths.config.write_text('{"remote-server": ')
+    shown = commands.set_config(paths, ["remote-server=https://patches.test", "tier=stable"])
+    assert "remote-server: https://patches.test" in shown.splitlines()
+    assert c.load(paths.config) == c.Config(remote_server="https://patches.test", tier="stable")
+    assert c.load_public(paths.config) == c.load(paths.config)
+
+
+def test_a_bad_assignment_leaves_an_unreadable_file_as_it_was(tmp_path):
+    paths = Paths(tmp_path / "state")
+    paths.ensure()
+    paths.config.write_text("{")
+    with pytest.raises(InvalidConfig, match="check-interval must be a whole number"):
+        commands.set_config(paths, ["check-interval=soon"])
+    assert paths.config.read_text() == "{"
 
 
 def test_the_public_copy_redacts_passwords_and_is_world_readable(tmp_path):

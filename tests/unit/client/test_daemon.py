@@ -11,9 +11,10 @@ import pytest
 
 from livepatch.client import commands, control
 from livepatch.client.daemon import Daemon
+from livepatch.client.errors import MetadataRejected
 from livepatch.client.schedule import Timing
 from livepatch.client.sdnotify import notify
-from livepatch.client.state import CheckState, StateFile
+from livepatch.client.state import CheckState, State, StateFile
 from tests.unit.client.fakes import World, patch
 
 FAST = Timing(jitter=0.0, backoff_base=0.05, backoff_cap=0.4, startup_jitter=0.0)
@@ -244,3 +245,58 @@ def test_isolated_check_ins_report_failures_like_in_process_ones(world):
     assert answer["status"]["Status"][0]["Livepatch"]["State"] == "apply-failed"
     assert StateFile(rt.paths.state).load().errors[0].code == "signature-failure"
     assert world.kernel.loads == []
+
+
+def test_a_corrupt_config_file_is_recorded_and_the_daemon_keeps_running(world):
+    enrolled(world)
+    rt = real_time(world)
+    rt.paths.config.write_text('{"remote-server": "https://patches.test", ')  # cut short
+    states = StateFile(rt.paths.state)
+    states.save(replace(states.load(), next_check=None))
+
+    async def scenario() -> tuple[State, dict]:
+        daemon = Daemon(rt)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: daemon.checks >= 1 and states.load().next_check is not None)
+        failed = states.load()
+        assert not task.done()
+        await asyncio.to_thread(commands.set_config, rt.paths, ["check-interval=30"])
+        answer = await asyncio.to_thread(control.request, rt.paths.control, "refresh")
+        daemon.stop()
+        await task
+        return failed, answer
+
+    failed, answer = asyncio.run(scenario())
+    [error] = failed.errors
+    assert error.code == "invalid-config"
+    assert error.message.startswith(
+        f"The config file {rt.paths.config} is unreadable (not valid JSON: "
+    )
+    assert "`livepatch config KEY=VALUE`" in error.message
+    # scheduled at the default interval (60 minutes, no jitter here), not a retry in seconds
+    wait = (failed.next_check - datetime.now(UTC)).total_seconds()
+    assert 3500 < wait <= 3600
+    assert answer["ok"] is True  # repaired with `livepatch config`: the daemon carried on
+    repaired = states.load()
+    assert repaired.errors == () and repaired.check_state is CheckState.CHECKED
+    assert 1700 < (repaired.next_check - datetime.now(UTC)).total_seconds() <= 1800
+
+
+def test_a_non_retryable_failure_schedules_the_next_check_at_the_interval(world):
+    enrolled(world)
+    world.metadata.refusal = MetadataRejected("The snapshot metadata is not signed.")
+    rt = real_time(world)
+    states = StateFile(rt.paths.state)
+    states.save(replace(states.load(), next_check=None))
+
+    async def scenario() -> None:
+        daemon = Daemon(rt)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: daemon.checks >= 1 and states.load().next_check is not None)
+        daemon.stop()
+        await task
+
+    asyncio.run(scenario())
+    state = states.load()
+    assert state.errors[0].code == "metadata-rejected" and state.failures == 0
+    assert 3500 < (state.next_check - datetime.now(UTC)).total_seconds() <= 3600

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import itertools
 import random
+from datetime import UTC, datetime
 
 import pytest
 
+from livepatch.client import transitions
 from livepatch.client.schedule import Timing, next_delay
+from livepatch.client.state import ErrorRecord, State
 
 HOUR = 3600.0
+T0 = datetime(2026, 8, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("draw", [0.0, 0.25, 0.5, 0.999])
@@ -57,3 +61,34 @@ def test_fake_clock_schedule_of_an_outage_and_recovery():
     assert gaps[0] < 60 and gaps[9] <= HOUR
     assert sum(gaps[:10]) < 5 * HOUR
     assert all(0.9 * HOUR <= gap <= 1.1 * HOUR for gap in gaps[10:])
+
+
+DOWN = ErrorRecord("service-unreachable", "connection refused")
+REJECTED = ErrorRecord("metadata-rejected", "the timestamp signature is bad")
+CREDENTIAL = ErrorRecord("credential-rejected", "the credential is no longer accepted")
+
+
+def delay_after(state: State, draw: float = 0.5) -> float:
+    return next_delay(HOUR, state.failures, draw)
+
+
+@pytest.mark.parametrize("refusal", [REJECTED, CREDENTIAL], ids=lambda e: e.code)
+def test_a_non_retryable_failure_waits_the_normal_interval(refusal):
+    """Backoff is for trouble that goes away: a refusal meets the same refusal sooner."""
+    state = State()
+    for _ in range(3):
+        state = transitions.check_failed(state, DOWN, T0, retryable=True)
+    assert delay_after(state, 0.999) < 0.1 * HOUR  # still retrying soon: the network is down
+    state = transitions.check_failed(state, refusal, T0, retryable=False)
+    for draw in (0.0, 0.5, 0.999):
+        assert 0.9 * HOUR <= delay_after(state, draw) <= 1.1 * HOUR
+    # the network fails again: backoff starts over from its base
+    state = transitions.check_failed(state, DOWN, T0, retryable=True)
+    assert delay_after(state, 0.999) == pytest.approx(Timing().backoff_base, rel=1e-3)
+
+
+def test_repeated_non_retryable_failures_never_back_off():
+    state = State()
+    for _ in range(20):
+        state = transitions.check_failed(state, REJECTED, T0, retryable=False)
+        assert 0.9 * HOUR <= delay_after(state) <= 1.1 * HOUR

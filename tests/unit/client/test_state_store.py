@@ -33,7 +33,9 @@ def full_state() -> State:
     state = t.apply_succeeded(
         state, t.record(patch("4"), KERNEL), Report("lp", KERNEL, "applied", None, None, 12, 4096)
     )
-    state = t.check_failed(state, ErrorRecord("tls-failure", "bad cert"), T0 + timedelta(hours=1))
+    state = t.check_failed(
+        state, ErrorRecord("tls-failure", "bad cert"), T0 + timedelta(hours=1), retryable=True
+    )
     return t.scheduled(state, T0 + timedelta(hours=2))
 
 

@@ -48,7 +48,9 @@ def states() -> dict[str, State]:
         "applied": t.scheduled(applied, T0 + timedelta(hours=1)),
         "nothing": t.planned(enrolled, NothingToApply(), KERNEL, T0),
         "failed": newer_failed,
-        "check-failed": t.check_failed(enrolled, ErrorRecord("service-unreachable", "x: y"), T0),
+        "check-failed": t.check_failed(
+            enrolled, ErrorRecord("service-unreachable", "x: y"), T0, retryable=True
+        ),
     }
 
 

@@ -130,10 +130,23 @@ def test_stalled_apply_stays_applying_only_while_the_kernel_holds_it():
 
 
 def test_check_failure_counts_and_success_resets():
-    state = t.check_failed(base(), ErrorRecord("service-unreachable", "down"), T0)
-    state = t.check_failed(state, ErrorRecord("service-unreachable", "down"), T0)
+    down = ErrorRecord("service-unreachable", "down")
+    state = t.check_failed(base(), down, T0, retryable=True)
+    state = t.check_failed(state, down, T0, retryable=True)
     assert state.failures == 2 and state.check_state is CheckState.CHECK_FAILED
     assert t.planned(state, NothingToApply(), KERNEL, T0).failures == 0
+
+
+def test_a_non_retryable_failure_resets_the_backoff_count_but_is_recorded():
+    down = ErrorRecord("service-unreachable", "down")
+    rejected = ErrorRecord("metadata-rejected", "bad signature on timestamp")
+    state = t.check_failed(
+        t.check_failed(base(), down, T0, retryable=True), down, T0, retryable=True
+    )
+    state = t.check_failed(state, rejected, T0, retryable=False)
+    assert state.failures == 0
+    assert state.check_state is CheckState.CHECK_FAILED and state.errors == (rejected,)
+    assert t.check_failed(state, down, T0, retryable=True).failures == 1
 
 
 def test_reports_sent_drops_the_sent_prefix():
