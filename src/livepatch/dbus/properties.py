@@ -1,6 +1,6 @@
 """Bus properties derived from the status document: pure functions, no D-Bus.
 
-The status document (CONTRACTS.md, "Status document") comes from the daemon;
+The status document (docs/CONTRACTS.md, "Status document") comes from the daemon;
 it is parsed defensively: a missing key or a value of the wrong type gives
 the property's empty value instead of an error, so one bad field never takes
 the whole service down.

@@ -38,7 +38,7 @@ class BusServiceError(LivepatchError):
 
 
 class LivepatchBusService:
-    """Publishes the status document on a bus; see CONTRACTS.md for the daemon's side.
+    """Publishes the status document on a bus; see docs/CONTRACTS.md for the daemon's side.
 
     `status` is called once here (initial property values) and on each Status().
     """

@@ -1,4 +1,4 @@
-"""Status documents in the shape of CONTRACTS.md, for the D-Bus, notifier and motd tests."""
+"""Status documents in the shape of docs/CONTRACTS.md, for the D-Bus, notifier and motd tests."""
 
 from __future__ import annotations
 
