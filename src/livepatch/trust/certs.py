@@ -24,6 +24,8 @@ SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 RSA_CA_BITS = 4096
 RSA_SIGNING_BITS = 3072
+CLOCK_SKEW = datetime.timedelta(hours=1)
+"""How far behind the issuer's clock a verifier's may be on a certificate's first day."""
 
 
 def generate_key(
@@ -52,6 +54,16 @@ class Validity:
     @classmethod
     def starting(cls, start: datetime.datetime, days: int) -> Validity:
         return cls(start, start + datetime.timedelta(days=days))
+
+    @classmethod
+    def issued(cls, now: datetime.datetime, days: int) -> Validity:
+        """Valid for `days` from `now`, and already for CLOCK_SKEW before it.
+
+        A machine whose clock is a little behind the service's would otherwise
+        refuse every module signed in the first minutes of a new certificate
+        as "not yet valid".
+        """
+        return cls(now - CLOCK_SKEW, now + datetime.timedelta(days=days))
 
 
 def create_ca(

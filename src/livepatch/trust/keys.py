@@ -131,7 +131,7 @@ class KeyDirectory:
             ca_key,
             common_name=f"{organization} module-signing CA",
             organization=organization,
-            validity=certs.Validity.starting(now, ca_days),
+            validity=certs.Validity.issued(now, ca_days),
         )
         write_atomic(self._signing / "ca-key.pem", certs.key_pem(ca_key))
         write_atomic(self._signing / "ca-cert.pem", certs.cert_pem(ca))
@@ -187,7 +187,7 @@ class KeyDirectory:
             key,
             common_name=f"{state['organization']} module signing {now:%Y-%m-%d %H%M%S}",
             organization=state["organization"],
-            validity=certs.Validity.starting(now, days),
+            validity=certs.Validity.issued(now, days),
         )
         serial = f"{cert.serial_number:x}"
         write_atomic(self._signing / f"{serial}.key.pem", certs.key_pem(key))

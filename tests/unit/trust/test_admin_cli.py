@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from livepatch.server.admin import main
-from livepatch.trust import certs
+from livepatch.trust import certs, modsig
 from livepatch.trust.keys import KeyDirectory
 from livepatch.trust.repository import MetadataRepository
 
@@ -155,3 +156,15 @@ def test_keys_command_imports_no_web_framework() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_new_signing_certificate_verifies_on_a_clock_running_behind(tmp_path: Path) -> None:
+    issued_at = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
+    directory = KeyDirectory(tmp_path / "keys")
+    directory.init(ca_bits=2048, signing_bits=2048, now=issued_at)
+    key, cert = directory.current_signing()
+    signed = modsig.sign_module(b"\x7fELF module body", key, cert)
+    behind = issued_at - datetime.timedelta(minutes=10)
+    assert modsig.verify_module(signed, [cert], now=behind).certificate == cert
+    with pytest.raises(modsig.CertificateNotYetValid):
+        modsig.verify_module(signed, [cert], now=issued_at - 2 * certs.CLOCK_SKEW)
