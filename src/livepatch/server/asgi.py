@@ -2,7 +2,9 @@
 
 uvicorn needs an import string to run several worker processes; each worker
 calls `create()` and finds the same data directory, database and blob
-store through these variables (set by ``livepatch-server serve``).
+store through these variables (set by ``livepatch-server serve``), and the
+directory where the workers share their counters so that /metrics shows
+the server's totals (see ``metrics.py``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ from livepatch.server.service import Service
 DATA_DIR_VAR = "LIVEPATCH_SERVER_DATA"
 DATABASE_VAR = "LIVEPATCH_SERVER_DATABASE"
 BLOBS_VAR = "LIVEPATCH_SERVER_BLOBS"
+METRICS_DIR_VAR = "LIVEPATCH_SERVER_METRICS_DIR"
 
 
 def create() -> ASGIApp:
     database = os.environ.get(DATABASE_VAR) or None
     blobs = os.environ.get(BLOBS_VAR) or None
     config = load_config(Path(os.environ[DATA_DIR_VAR]), database, blobs_url=blobs)
-    return create_app(Service(config), periodic=True)
+    service = Service(config)
+    metrics_dir = os.environ.get(METRICS_DIR_VAR)
+    if metrics_dir:
+        service.metrics.share(Path(metrics_dir))
+    return create_app(service, periodic=True)

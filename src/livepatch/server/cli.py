@@ -3,7 +3,8 @@
 Defaults: listen on 127.0.0.1, port 8443 with TLS or 8080 without; keep
 state in $LIVEPATCH_SERVER_DATA or /var/lib/livepatch-server with SQLite
 there. `serve` migrates the database and initialises the signed repository
-on start, so a fresh data directory just works. The web stack and the
+on start, so a fresh data directory just works; it also empties the
+directory where its workers share their counters (see ``metrics.py``). The web stack and the
 database layer are imported only by the commands that use them, so that
 ``--help`` (here and in livepatch-admin, which shares the options) is fast.
 """
@@ -75,6 +76,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from livepatch.server import asgi
+    from livepatch.server.metrics import reset_directory
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigurationError("Give both --tls-cert and --tls-key, or neither.")
@@ -85,6 +87,9 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[asgi.DATABASE_VAR] = args.database
     if args.blobs:
         os.environ[asgi.BLOBS_VAR] = args.blobs
+    # The workers' counters start at zero with the server, as Prometheus expects.
+    reset_directory(config.metrics_dir)
+    os.environ[asgi.METRICS_DIR_VAR] = str(config.metrics_dir)
     port = args.port or (DEFAULT_PORT_TLS if args.tls_cert else DEFAULT_PORT_PLAIN)
     uvicorn.run(
         "livepatch.server.asgi:create",

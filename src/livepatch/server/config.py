@@ -111,6 +111,11 @@ class ServerConfig:
         return self.data_dir / "keys"
 
     @property
+    def metrics_dir(self) -> Path:
+        """Where the API workers of ``serve`` share their counters (emptied at its start)."""
+        return self.data_dir / "metrics"
+
+    @property
     def metadata_dir(self) -> Path:
         return self.blob_dir / "metadata"
 

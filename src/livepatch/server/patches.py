@@ -164,6 +164,7 @@ def publish(service: Service, publication: Publication) -> PatchInfo:
     publisher = service.publisher
     module = publisher.prepare_module(publication.module, now=now)
     with _catalogue_change(service) as (session, pending):
+        _refuse_a_loaded_name(session, name, kernels)
         version = _next_version(session, kernels)
         patch_id = f"lp-{kernels[0]}-{version}"
         patch = Patch(
@@ -457,6 +458,30 @@ def _set_stage(patch: Patch, stage: Stage, policy: RolloutPolicy, now: datetime)
     patch.stage = stage.value
     patch.percentage = engine.percentage(stage, policy)
     patch.stage_started = now
+
+
+def _refuse_a_loaded_name(session: Session, name: str, kernels: list[str]) -> None:
+    """Refuse a module name a live patch for one of `kernels` already has.
+
+    The kernel loads no second module of a name, and the client takes a
+    loaded module of the name for the patch applied; so a patch can only
+    replace a patch of another name. Checked under the publisher's lock,
+    which serialises publishes.
+    """
+    wanted = set(kernels)
+    rows = session.execute(
+        select(Patch.patch_id, Patch.kernels)
+        .where(Patch.module_name == name, Patch.withdrawn.is_(False))
+        .order_by(Patch.id)
+    )
+    for patch_id, patch_kernels in rows:
+        shared = sorted(wanted.intersection(patch_kernels))
+        if shared:
+            raise InvalidRequest(
+                f"{name} is already the module name of {patch_id} for kernel {shared[0]}; "
+                "a cumulative patch needs a new module name so the kernel can load it next "
+                "to the one it replaces."
+            )
 
 
 def _next_version(session: Session, kernels: list[str]) -> int:

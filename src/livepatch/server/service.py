@@ -97,6 +97,7 @@ class Service:
         self.checkins.close()
         self.telemetry.close()
         self.database.dispose()
+        self.metrics.close()
 
 
 def _storage_error(error: BaseException) -> BaseException:

@@ -59,6 +59,11 @@ MODULE = (
 """Enough of a kernel module for the service: an ELF header and a .modinfo name."""
 
 
+def module_named(name: str) -> bytes:
+    """MODULE with another .modinfo name (a patch replacing another needs a new name)."""
+    return MODULE.replace(b"name=livepatch_cve_2024_1086", f"name={name}".encode())
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

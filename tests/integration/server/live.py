@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from livepatch.server import admin
+from livepatch.server.config import ServerConfig
+from livepatch.server.metrics import Counts, read_directory
 
 SERVER = Path(sys.executable).with_name("livepatch-server")
 
@@ -188,3 +190,55 @@ def _wait_ready(server: LiveServer, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"the server did not start: {server.log.read_text()[-3000:]}")
+
+
+def worker_counts(server: LiveServer) -> list[Counts]:
+    """Each worker process's counters, as it last shared them (about once a second)."""
+    directory = ServerConfig(server.data_dir, server.database_url).metrics_dir
+    return [counts for _, counts in read_directory(directory)]
+
+
+def count(counts: Counts, name: str, **labels: str) -> float:
+    return counts.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+
+def wait_for_workers(server: LiveServer, workers: int = 2, timeout: float = 60.0) -> int:
+    """Return once `workers` processes have each served a request; the requests made.
+
+    The server is ready when its first worker answers; the others may still
+    be starting. Each request (of timestamp.json) is on a new connection,
+    which any worker may accept; the workers' counters tell which did.
+    """
+    made = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with httpx.Client(base_url=server.url, verify=server.verify(), timeout=30) as client:
+            assert client.get("/v1/metadata/timestamp.json").status_code == 200
+        made += 1
+        served = [
+            c
+            for c in worker_counts(server)
+            if count(c, "livepatch_static_requests_total", status="200")
+        ]
+        if len(served) >= workers:
+            return made
+        time.sleep(0.1)
+    raise AssertionError(f"not {workers} workers answered: {server.log.read_text()[-3000:]}")
+
+
+def wait_for_counts(
+    server: LiveServer, expected: dict[tuple[str, tuple[tuple[str, str], ...]], float]
+) -> list[Counts]:
+    """The workers' counters once their sums are `expected` ({(name, labels): total})."""
+    deadline = time.monotonic() + 30
+    while True:
+        workers = worker_counts(server)
+        sums = {
+            (name, labels): sum(c.get(name, {}).get(labels, 0.0) for c in workers)
+            for name, labels in expected
+        }
+        if sums == expected:
+            return workers
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the workers counted {sums}, not {expected}: {workers}")
+        time.sleep(0.1)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import re
 import ssl
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +17,13 @@ import httpx
 import pytest
 
 from livepatch.trust import patchmeta
-from tests.integration.server.live import LiveServer, live_server
+from tests.integration.server.live import (
+    LiveServer,
+    count,
+    live_server,
+    wait_for_counts,
+    wait_for_workers,
+)
 
 KERNEL = "6.1.0-56-amd64"
 
@@ -162,7 +166,7 @@ def test_machine_limit_holds_across_worker_processes(tmp_path: Path, database_ur
     """
     limit, attempts = 5, 48
     with live_server(tmp_path / "data", database_url, workers=2) as server:
-        wait_for_a_second_worker(server)
+        wait_for_workers(server)
         token = new_token(server, machines=limit)
         barrier = threading.Barrier(24)
 
@@ -184,58 +188,21 @@ def test_machine_limit_holds_across_worker_processes(tmp_path: Path, database_ur
             assert f"no machine slots left (limit {limit})" in message
         [listed] = [t for t in server.admin_json("tokens", "list") if t["hint"] == token[:6]]
         assert listed["machines"] == limit
-        # The race spanned both processes: each counted some of it (counters are per process).
-        workers = per_worker_enrolments(server)
-        assert len(workers) == 2 and all(sum(w) > 0 for w in workers), workers
-        assert tuple(map(sum, zip(*workers, strict=True))) == (limit, attempts - limit)
-
-
-def wait_for_a_second_worker(server: LiveServer, timeout: float = 60.0) -> None:
-    """Return once a new connection is served by another worker than a kept-alive one.
-
-    The server is ready when its first worker answers; the second may still
-    be starting. Counters are per process: a static request on the other
-    connection leaves the kept connection's worker's count as it was.
-    """
-
-    def static_requests(client: httpx.Client) -> str:
-        text = client.get("/metrics").text
-        found = re.search(r'^livepatch_static_requests_total\{status="200"\} (\S+)$', text, re.M)
-        return found.group(1) if found else "0"
-
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=server.url, verify=server.verify(), timeout=30) as kept:
-        while time.monotonic() < deadline:
-            before = static_requests(kept)
-            with httpx.Client(base_url=server.url, verify=server.verify(), timeout=30) as other:
-                assert other.get("/v1/metadata/timestamp.json").status_code == 200
-            if static_requests(kept) == before:
-                return
-            time.sleep(0.1)
-    raise AssertionError(f"no second worker answered: {server.log.read_text()[-3000:]}")
-
-
-def per_worker_enrolments(server: LiveServer) -> set[tuple[float, float]]:
-    """(enrolments, refusals) as each worker counted them, from scrapes on new connections."""
-    seen: set[tuple[float, float]] = set()
-    for _ in range(100):
-        with httpx.Client(base_url=server.url, verify=server.verify(), timeout=30) as client:
-            text = client.get("/metrics").text
-        enrolled = re.search(r"^livepatch_enrolments_total (\S+)$", text, re.MULTILINE)
-        refused = re.search(
-            r'^livepatch_enrolment_refusals_total\{code="token-exhausted"\} (\S+)$',
-            text,
-            re.MULTILINE,
+        # The race spanned both processes: each counted some of it.
+        exhausted = (("code", "token-exhausted"),)
+        workers = wait_for_counts(
+            server,
+            {
+                ("livepatch_enrolments_total", ()): limit,
+                ("livepatch_enrolment_refusals_total", exhausted): attempts - limit,
+            },
         )
-        seen.add(
-            (
-                float(enrolled.group(1)) if enrolled else 0.0,
-                float(refused.group(1)) if refused else 0.0,
-            )
-        )
-        if len(seen) == 2:
-            break
-    return seen
+        assert len(workers) == 2, workers
+        assert all(
+            count(w, "livepatch_enrolments_total")
+            + count(w, "livepatch_enrolment_refusals_total", code="token-exhausted")
+            for w in workers
+        ), workers
 
 
 @pytest.mark.parametrize(

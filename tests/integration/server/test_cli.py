@@ -68,6 +68,41 @@ def test_errors_are_one_sentence_and_an_exit_code(tmp_path: Path) -> None:
     assert "Unsupported database 'mysql'" in bad.stderr
 
 
+def test_publishing_a_module_name_in_use_for_the_kernel_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    module = tmp_path / "m.ko"
+    module.write_bytes(b"\x7fELF" + b"\0" * 60 + b"\0name=livepatch_x\0")
+    publish = [
+        str(BIN / "livepatch-admin"),
+        "publish",
+        str(module),
+        "--kernel",
+        "6.1.0-56-amd64",
+        "--cve",
+        "CVE-2024-1086",
+        "--severity",
+        "high",
+        "--description",
+        "d",
+        "--data-dir",
+        str(data),
+    ]
+    assert run(str(BIN / "livepatch-server"), "migrate", "--data-dir", str(data)).returncode == 0
+    first = run(*publish)
+    assert first.returncode == 0, first.stderr
+    again = run(*publish)
+    assert again.returncode == 1
+    assert again.stderr == (
+        "livepatch-admin: livepatch_x is already the module name of lp-6.1.0-56-amd64-1 for "
+        "kernel 6.1.0-56-amd64; a cumulative patch needs a new module name so the kernel can "
+        "load it next to the one it replaces.\n"
+    )
+    listed = run(
+        str(BIN / "livepatch-admin"), "patches", "list", "--format", "json", "--data-dir", str(data)
+    )
+    assert [p["patch_id"] for p in json.loads(listed.stdout)] == ["lp-6.1.0-56-amd64-1"]
+
+
 @pytest.mark.slow
 def test_the_server_applies_the_engine_by_itself(tmp_path: Path) -> None:
     data = tmp_path / "data"

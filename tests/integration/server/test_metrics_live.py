@@ -2,7 +2,8 @@
 
 The server's own periodic engine (every half second here) promotes a
 healthy patch and halts a failing one; enrolments, check-ins and reports
-come over HTTPS.
+come over HTTPS. With several worker processes, every scrape shows the
+server's totals, whichever worker answers it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,21 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.integration.server.live import LiveServer, live_server
+from tests.integration.server.live import (
+    LiveServer,
+    count,
+    live_server,
+    wait_for_counts,
+    wait_for_workers,
+    worker_counts,
+)
 
 KERNEL = "6.1.0-56-amd64"
 
@@ -130,3 +141,87 @@ def test_counters_for_enrolments_check_ins_outcomes_promotions_and_halts(
     gauges = live.client().get("/metrics").text
     assert 'livepatch_patches{halted="true",stage="canary"} 1' in gauges
     assert 'livepatch_machines{tier="community"} 2' in gauges
+
+
+def test_every_scrape_shows_the_totals_of_all_worker_processes(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Two workers each count what they serve; /metrics sums both, whichever answers it.
+
+    Every request (and scrape) is on a new connection, which either worker
+    may accept. Rounds go on until each worker has served some of each kind.
+    """
+    with live_server(tmp_path / "data", database_url, workers=2) as server:
+        static = wait_for_workers(server)
+        token = server.admin_json("tokens", "create", "--machines", "200")["token"]
+
+        def new_connection() -> httpx.Client:
+            return httpx.Client(base_url=server.url, verify=server.verify(), timeout=60)
+
+        def enrol(_: int) -> dict[str, Any]:
+            body = {
+                "token": token,
+                "machine_id": uuid.uuid4().hex,
+                "hostname": "h",
+                "kernel": KERNEL,
+                "architecture": "amd64",
+            }
+            with new_connection() as client:
+                response = client.post("/v1/enrol", json=body)
+            assert response.status_code == 201, response.text
+            enrolled: dict[str, Any] = response.json()
+            return enrolled
+
+        def check_in(machine: dict[str, Any]) -> None:
+            auth = {"Authorization": f"Bearer {machine['credential']}"}
+            with new_connection() as client:
+                response = client.get("/v1/metadata/timestamp.json", headers=auth)
+            assert response.status_code == 200, response.text
+
+        machines: list[dict[str, Any]] = []
+        check_ins = 0
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for _ in range(10):
+                machines += pool.map(enrol, range(8))
+                for _ in range(2):
+                    list(pool.map(check_in, machines[-8:]))
+                check_ins += 16
+                workers = wait_for_counts(
+                    server,
+                    {
+                        ("livepatch_enrolments_total", ()): len(machines),
+                        ("livepatch_checkins_total", ()): check_ins,
+                    },
+                )
+                if all(
+                    count(w, "livepatch_enrolments_total") and count(w, "livepatch_checkins_total")
+                    for w in workers
+                ):
+                    break
+        # Per-worker evidence: two processes, each served some enrolments and check-ins.
+        assert len(workers) == 2, workers
+        for worker in workers:
+            assert 0 < count(worker, "livepatch_enrolments_total") < len(machines), workers
+            assert 0 < count(worker, "livepatch_checkins_total") < check_ins, workers
+        assert sum(count(w, "livepatch_static_requests_total", status="200") for w in workers) == (
+            static + check_ins
+        )
+        for _ in range(12):
+            with new_connection() as client:
+                text = client.get("/metrics").text
+            assert sample(text, "livepatch_enrolments_total") == len(machines)
+            assert sample(text, "livepatch_checkins_total") == check_ins
+            assert sample(text, 'livepatch_static_requests_total{status="200"}') == (
+                static + check_ins
+            )
+            assert sample(text, 'livepatch_machines{tier="community"}') == len(machines)
+    # The workers' files outlive them (until the next start), so totals never drop.
+    assert sum(count(w, "livepatch_enrolments_total") for w in worker_counts(server)) == len(
+        machines
+    )
+
+
+def sample(text: str, line: str) -> float:
+    found = re.search(rf"^{re.escape(line)} (\S+)$", text, re.MULTILINE)
+    assert found is not None, f"no {line} in {text}"
+    return float(found.group(1))

@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session
 from livepatch.rollout import Stage
 from livepatch.server import patches
 from livepatch.server.api import ops
-from livepatch.server.errors import Conflict, ServerError
+from livepatch.server.errors import Conflict, InvalidRequest, ServerError
 from livepatch.server.service import Busy, Service
 from livepatch.server.storage.models import Patch, RolloutEvent
 from livepatch.trust import files, modsig, repository
 from livepatch.trust.errors import ModuleSignatureError
 from livepatch.trust.keys import KeyDirectory
 from livepatch.trust.patchmeta import from_signed
-from tests.integration.server.conftest import MODULE, Clock
+from tests.integration.server.conftest import MODULE, Clock, module_named
 
 KERNEL = "6.1.0-56-amd64"
 FIRST = f"lp-{KERNEL}-1"
@@ -340,19 +340,19 @@ def test_the_module_is_signed_only_if_our_key_has_not_signed_it(
     assert unsigned.sha256 == hashlib.sha256(blob).hexdigest()
 
     # Already signed by our key: published byte for byte, not signed again.
-    ours = real_sign(MODULE + b"ours", key, cert)
+    ours = real_sign(module_named("livepatch_ours"), key, cert)
     signings.clear()
     kept = patches.publish(service, publication(ours))
     assert signings == []
     assert served_blob(service, kept.target_name) == ours
 
     # Signed by someone else's key: re-signed by ours, their signature replaced.
-    theirs = real_sign(MODULE + b"theirs", foreign_key, foreign_cert)
+    theirs = real_sign(module_named("livepatch_theirs"), foreign_key, foreign_cert)
     resigned = patches.publish(service, publication(theirs))
     blob = served_blob(service, resigned.target_name)
     assert signings == [theirs]
     assert blob != theirs
-    assert modsig.strip_signature(blob) == MODULE + b"theirs"
+    assert modsig.strip_signature(blob) == module_named("livepatch_theirs")
     modsig.verify_module(blob, [cert], now=clock())
     with pytest.raises(ModuleSignatureError):
         modsig.verify_module(blob, [foreign_cert], now=clock())
@@ -415,3 +415,28 @@ def test_errors_of_the_catalogue_are_4xx(service: Service) -> None:
         patches.withdraw(service, FIRST)
     with pytest.raises(Conflict, match="withdrawn"):
         patches.promote(service, FIRST)
+
+
+def test_a_module_name_in_use_for_a_kernel_is_refused(service: Service) -> None:
+    """The kernel loads one module of a name: a patch replacing another needs a new one."""
+    first = patches.publish(service, publication())
+    for kernels in ([KERNEL], ["5.10.0-1-amd64", KERNEL]):
+        again = patches.Publication(**{**publication().__dict__, "kernels": kernels})
+        with pytest.raises(InvalidRequest) as refused:
+            patches.publish(service, again)
+        assert refused.value.status == 422
+        assert str(refused.value) == (
+            f"livepatch_cve_2024_1086 is already the module name of {first.patch_id} for "
+            f"kernel {KERNEL}; a cumulative patch needs a new module name so the kernel can "
+            "load it next to the one it replaces."
+        )
+    assert list(stored(service)) == [first.patch_id]  # nothing of the refused ones
+    assert [n for n in served_targets(service) if n.startswith("patches/")] == [TARGET]
+    # A new name for the kernel, or the name for another kernel, is fine.
+    renamed = patches.publish(service, publication(module_named("livepatch_cve_2024_1086_2")))
+    assert renamed.module_name == "livepatch_cve_2024_1086_2"
+    other = patches.Publication(**{**publication().__dict__, "kernels": ["6.1.0-57-amd64"]})
+    assert patches.publish(service, other).module_name == "livepatch_cve_2024_1086"
+    # A withdrawn patch no longer holds its name.
+    patches.withdraw(service, first.patch_id)
+    assert patches.publish(service, publication()).module_name == "livepatch_cve_2024_1086"
