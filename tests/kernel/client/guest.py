@@ -115,6 +115,7 @@ class Guest:
             self.mark("daemon up")
 
             facts["enable"] = self.livepatch("enable", self.input["token"])
+            assert facts["enable"]["returncode"] == 0, facts["enable"]
             facts["cmdline_enabled"] = cmdline()
             facts["patches_enabled"] = loaded_patches()
             facts["v2_module_while_halted"] = Path(f"/sys/module/{V2}").exists()
