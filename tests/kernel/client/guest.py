@@ -26,8 +26,10 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from livepatch.kernel import read_identity
+from tests.demo.guest import connect
 from tests.kernel.guest.kmsg import dmesg_lines
 from tests.vm.report import emit
 
@@ -91,8 +93,17 @@ class Guest:
             assert time.monotonic() < deadline, f"the host did not write {name}"
             time.sleep(0.2)
 
+    def wait_for_network(self) -> None:
+        """Reach the service once: under TCG virtme's DHCP client may not have
+        configured the network yet, or at all (then it is set by hand)."""
+        url = urlsplit(self.input["url"])
+        assert url.hostname is not None and url.port is not None, url
+        connect(url.hostname, url.port).close()
+
     def run(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"cmdline_before": cmdline(), "kernel_key": read_identity().key}
+        self.wait_for_network()
+        self.mark("network up")
         facts["config"] = self.livepatch(
             "config", f"remote-server={self.input['url']}", f"ca-certs={self.input['ca']}"
         )
