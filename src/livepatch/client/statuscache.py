@@ -15,11 +15,11 @@ Standard library only, and little of it: this module is the fast path.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 
 from livepatch import __version__
+from livepatch.client.locks import is_locked
 
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
 if TYPE_CHECKING:
@@ -97,17 +97,7 @@ def save(state_dir: str, key: dict[str, Any], doc: dict[str, Any]) -> None:
 
 
 def _daemon_running(state_dir: str) -> bool:
-    try:
-        fd = os.open(os.path.join(state_dir, "daemon.pid"), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return is_locked(os.path.join(state_dir, "daemon.pid"))
 
 
 def load(state_dir: str, root: str = "/") -> dict[str, Any] | None:

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from livepatch.client.errors import Busy
+from livepatch.client.locks import is_locked
+
+__all__ = ["is_locked", "locked", "write_atomic"]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -80,18 +83,3 @@ def locked(path: Path, *, wait: bool = True, mode: int = 0o600) -> Iterator[None
         yield
     finally:
         os.close(fd)
-
-
-def is_locked(path: Path) -> bool:
-    """Whether some process holds a lock on `path` (works read-only, without root)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
