@@ -56,13 +56,20 @@ class KernelFiles:
             raise
 
     def read_bytes(self, relative: str) -> bytes | None:
-        """The file's bytes, None when it does not exist; AccessDenied on EACCES/EPERM."""
+        """The file's bytes, None when it does not exist; AccessDenied on EACCES/EPERM.
+
+        ENODEV counts as "does not exist": sysfs answers it for an attribute whose
+        object the kernel is removing, e.g. a patch's `enabled` right after the
+        transition that disabled it (seen on Debian's 6.1, about one disable in 80).
+        """
         path = self.path(relative)
         try:
             return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as error:
+            if error.errno == errno.ENODEV:
+                return None
             if error.errno in DENIED:
                 raise AccessDenied(
                     path, interface_for(relative), errno=error.errno or errno.EACCES

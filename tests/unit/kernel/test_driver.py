@@ -350,3 +350,36 @@ def test_write_denied_names_the_interface(
         driver.disable("lp_one", timeout=5)
     assert raised.value.interface == "system-files"
     assert "sys/kernel/livepatch/lp_one/enabled" in str(raised.value)
+
+
+def test_disable_survives_the_kernel_removing_the_patch_mid_read(
+    driver: LivepatchDriver,
+    kernel: FakeKernel,
+    module_file: ModuleFile,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sysfs answers ENODEV for an attribute whose object is being torn down.
+
+    Seen on Debian's 6.1 in about one disable in 80: the read of `enabled` lands
+    while the kernel removes the patch's directory after the transition.
+    """
+    driver.load(module_file("lp_one"), timeout=5)
+    real_read = Path.read_bytes
+    vanishing = kernel.patch_dir("lp_one")
+    raised: list[Path] = []
+
+    def read_bytes(self: Path) -> bytes:
+        transition = (vanishing / "transition").exists() and real_read(vanishing / "transition")
+        if self.parent == vanishing and not raised and transition == b"1\n":
+            # The transition ends and the kernel tears the directory down under the read.
+            raised.append(self)
+            kernel.now = kernel.patches["lp_one"].complete_at or kernel.now
+            kernel.tick()
+            raise OSError(errno.ENODEV, "No such device", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    result = driver.disable("lp_one", timeout=5)
+    assert raised, "the ENODEV read was never reached"
+    assert (result.outcome, result.forced) == ("disabled", False)
+    assert driver.patch("lp_one") is None
