@@ -8,6 +8,7 @@ Kbuild file turns the modules into an external-module build.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -61,18 +62,45 @@ def extract(tarball: Path = TARBALL) -> Path:
     return target
 
 
+ASSIGNMENT = re.compile(r"^(MOD_\w+)=(\S+)$", re.MULTILINE)
+
+
+def _tests(script: str) -> dict[str, tuple[int, int]]:
+    """{test name: (start, end) of its part of the script}, one per start_test."""
+    starts = list(re.finditer(r'^start_test "(.*?)"', script, re.MULTILINE))
+    ends = [match.start() for match in starts[1:]] + [len(script)]
+    return {match.group(1): (match.end(), end) for match, end in zip(starts, ends, strict=True)}
+
+
+def _expand(text: str, script: str, position: int) -> str:
+    """`text` with each $MOD_* as last assigned before `position` (test-sysfs.sh reassigns)."""
+    variables = dict(ASSIGNMENT.findall(script, 0, position))
+    # Longest first, so $MOD_TARGET does not eat the start of $MOD_TARGET_BUSY.
+    for variable, value in sorted(variables.items(), key=lambda item: -len(item[0])):
+        text = text.replace("${" + variable + "}", value).replace("$" + variable, value)
+    return text
+
+
 def expected_logs(script: str) -> dict[str, str]:
     """{test name: expected kernel log} from a selftest script's check_result calls."""
-    variables = dict(re.findall(r"^(MOD_\w+)=(\S+)$", script, re.MULTILINE))
     expected = {}
-    for section in re.split(r'^start_test "', script, flags=re.MULTILINE)[1:]:
-        name, _, body = section.partition('"')
-        match = re.search(r'check_result "(.*?)"\s*$', body, re.DOTALL | re.MULTILINE)
+    check = re.compile(r'^check_result "(.*?)"\s*$', re.DOTALL | re.MULTILINE)
+    for name, (start, end) in _tests(script).items():
+        match = check.search(script, start, end)
         if match is None:
             continue
-        text = match.group(1)
-        # Longest first, so $MOD_TARGET does not eat the start of $MOD_TARGET_BUSY.
-        for variable, value in sorted(variables.items(), key=lambda item: -len(item[0])):
-            text = text.replace("${" + variable + "}", value).replace("$" + variable, value)
-        expected[name] = text
+        text = _expand(match.group(1), script, match.start())
+        # Inside bash double quotes a backslash escapes $ ` " \ (test-ftrace.sh: \").
+        expected[name] = re.sub(r'\\([$`"\\])', r"\1", text)
     return expected
+
+
+def sysfs_checks(script: str) -> dict[str, list[list[str]]]:
+    """{test name: [[rights|value, patch, relative path, expected], ...]} in script order."""
+    checks: dict[str, list[list[str]]] = {}
+    line = re.compile(r"^check_sysfs_(rights|value)\s+(.*)$", re.MULTILINE)
+    for name, (start, end) in _tests(script).items():
+        for match in line.finditer(script, start, end):
+            arguments = shlex.split(_expand(match.group(2), script, match.start()))
+            checks.setdefault(name, []).append([match.group(1), *arguments])
+    return checks
