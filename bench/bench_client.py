@@ -1,7 +1,7 @@
 """Client benchmarks: `livepatch status` start-up, the daemon's memory and wake-ups, and
 the apply overhead on a real kernel.
 
-- `livepatch status --format json` wall time next to `python3 -c pass` in the
+- `livepatch status --format json` wall time next to `python -c pass` (the same interpreter) in the
   same hyperfine run (aim: at most 2x), on an enrolled state directory.
 - The daemon's resident memory before and after a real check-in (the patch
   service over HTTPS on loopback: TUF refresh, download, signature check,
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import record
-from livepatch.client import config
+from livepatch.client import config, statuscache
 from livepatch.client.paths import Paths
 from livepatch.client.state import (
     CheckState,
@@ -74,31 +74,34 @@ def enrolled_state(root: Path) -> Paths:
 
 
 def status_speed(paths: Paths) -> str:
+    """`livepatch status` served from its cache and built from scratch, next to bare Python."""
     out = paths.root / "hyperfine.json"
+    cache = paths.root / statuscache.CACHE_NAME
     env = dict(os.environ, LIVEPATCH_STATE_DIR=str(paths.root))
+    status = f"{VENV_BIN / 'livepatch'} status --format json"
+    subprocess.run(status.split(), check=True, env=env, stdout=subprocess.DEVNULL)
+    if not cache.exists():
+        raise RuntimeError("livepatch status as root did not leave its status cache")
     subprocess.run(
         [
-            "hyperfine",
-            "--warmup",
-            "3",
-            "--runs",
-            "30",
-            "-N",
-            "--export-json",
-            str(out),
-            "python3 -c pass",
-            f"{VENV_BIN / 'livepatch'} status --format json",
+            *("hyperfine", "--warmup", "3", "--runs", "30", "-N", "--export-json", str(out)),
+            f"{sys.executable} -c pass",
+            status,
+            *("--prepare", f"rm -f {cache}", status),
         ],
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,
     )
-    results = json.loads(out.read_text())["results"]
-    base, status = (r["mean"] * 1000 for r in results)
+    base, cached, built = (r["mean"] * 1000 for r in json.loads(out.read_text())["results"])
     return (
-        "hyperfine -N, 30 runs after 3 warm-ups, enrolled state directory.\n\n"
-        f"| command | mean |\n|---|---|\n| `python3 -c pass` | {base:.1f} ms |\n"
-        f"| `livepatch status --format json` | {status:.1f} ms ({status / base:.2f}x) |\n"
+        "hyperfine -N, 30 runs after 3 warm-ups each, enrolled state directory, as root. "
+        "The cache is what the daemon (or any root `livepatch status`) leaves; the cold "
+        "row removes it before each run.\n\n"
+        "| command | mean |\n|---|---|\n"
+        f"| `python -c pass`, the same interpreter (ceiling) | {base:.1f} ms |\n"
+        f"| `livepatch status --format json`, cached | {cached:.1f} ms ({cached / base:.2f}x) |\n"
+        f"| `livepatch status --format json`, cold | {built:.1f} ms ({built / base:.2f}x) |\n"
     )
 
 
