@@ -188,7 +188,11 @@ def test_dump_part_organizes_and_stages(tmp_path, project):
         "usr/share/dbus-1/interfaces/io.livepatch.Livepatch1.xml",
         "usr/share/livepatch/livepatch-notifier.desktop",
         "usr/share/livepatch/status.schema.json",
+        "usr/share/livepatch/update-motd/91-livepatch",
     ]
+    script = install / "usr/share/livepatch/update-motd/91-livepatch"
+    assert script.read_bytes() == (REPO / "interfaces/update-motd/91-livepatch").read_bytes()
+    assert script.stat().st_mode & 0o111, "the motd script must stay executable"
 
 
 def test_hook_wrappers_exec_the_hooks_like_snapcraft(tmp_path):
