@@ -25,12 +25,14 @@ from tests.snap.snapd import unsquash
 from tests.vm import build_modules, default_release, python_in_vm
 from tests.vm.modules import CACHE
 
-pytestmark = pytest.mark.kernel
-
 REPO = Path(__file__).resolve().parents[3]
 UNPACKED = Path.home() / ".cache" / "livepatch" / "snap"
 V1_TEXT = "livepatch test v1: this kernel is live patched"
 BOOT_TIMEOUT = 720.0
+"""The guest starts the patch service and runs the packaged client under TCG: about
+ten minutes here. The VM is killed at this limit with its output; pytest waits longer."""
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(BOOT_TIMEOUT + 180)]
 
 
 def unpacked_snap() -> Path:

@@ -20,7 +20,9 @@ from tests.kernel.trusted.kernel_build import TrustedKernel
 from tests.kernel.trusted.vm import boot, build_initramfs, results
 from tests.unit.trust.pki import Pki
 
-pytestmark = pytest.mark.kernel
+# A cold cache builds the kernel in this test's fixture: about 7 minutes alone on
+# these machines, more when they are busy; past pytest's 600 s default.
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(1800)]
 
 SIGN_FILE = "/usr/lib/linux-kbuild-6.1/scripts/sign-file"
 
