@@ -16,7 +16,7 @@ typecheck: setup
 	$(VENV)/bin/mypy --strict src
 
 test: setup lint typecheck
-	$(PY) -m pytest -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider --durations=15 tests
 
 unit: setup
 	$(PY) -m pytest -p no:cacheprovider tests/unit
