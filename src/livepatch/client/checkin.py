@@ -17,20 +17,26 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from livepatch.client import health as health_rules
 from livepatch.client import transitions
 from livepatch.client.config import Config
 from livepatch.client.config import load as load_config
 from livepatch.client.errors import ClientError, NotEnabled, UnsupportedKernel
+from livepatch.client.intent import Intent, IntentFile, from_earlier_boot
 from livepatch.client.patches import PatchInfo
 from livepatch.client.paths import Paths
-from livepatch.client.planner import Apply, plan
+from livepatch.client.planner import Apply, Remove, Revert, plan
 from livepatch.client.ports import KernelPort, MetadataSource, ServiceClient
 from livepatch.client.schedule import Timing
 from livepatch.client.state import (
+    Crash,
     Credential,
     CredentialFile,
     ErrorRecord,
+    Health,
+    HealthWatch,
     Report,
+    Revoked,
     State,
     StateFile,
 )
@@ -87,6 +93,7 @@ class CheckIn:
         self.rt = runtime
         self.states = StateFile(runtime.paths.state)
         self.credentials = CredentialFile(runtime.paths.credential)
+        self.intents = IntentFile(runtime.paths.intent)
 
     def _save(self, state: State) -> State:
         self.states.save(state)
@@ -100,7 +107,34 @@ class CheckIn:
     def _reconciled(self, state: State) -> State:
         kernel = self.rt.kernel
         new = transitions.reconcile(state, kernel.identity().key, kernel.loaded())
+        new = self._crash_checked(new)
         return self._save(new) if new != state else state
+
+    def _crash_checked(self, state: State) -> State:
+        """Turn an apply intent from an earlier boot into a recorded, reported crash.
+
+        The state is saved before the intent is removed, so a crash in between
+        finds the intent again and records the same crash again (idempotent).
+        An intent of this boot that nothing is applying or watching any more
+        (the daemon stopped between writing it and loading) is stale: removed.
+        """
+        intent = self.intents.load()
+        if intent is None:
+            return state
+        if from_earlier_boot(intent, self.rt.kernel.boot_id()):
+            crash = Crash(
+                intent.patch_id, intent.version, intent.module_name, intent.boot_id, intent.at
+            )
+            log.error(
+                "the machine crashed or was reset while patch %s was new; it will not be "
+                "loaded again (livepatch clear-crash allows it)",
+                intent.patch_id,
+            )
+            state = self._save(transitions.crashed(state, crash, intent.kernel))
+            self.intents.clear()
+        elif state.watch is None and state.applying is None:
+            self.intents.clear()
+        return state
 
     def run(self) -> Outcome:
         """Check in once; errors are recorded in the state and returned, not raised,
@@ -121,6 +155,7 @@ class CheckIn:
                 )
             try:
                 config = load_config(self.rt.paths.config)
+                state = self._judge_due(state, key, now)
                 credential = self._fresh_credential(state, config, now)
                 service = self.rt.service(config)
                 state = self._flush_reports(state, service, credential)
@@ -139,6 +174,7 @@ class CheckIn:
                     machine_id=enrolment.machine_id,
                     tier=effective_tier(state, config),
                     loaded_modules=loaded,
+                    blocked={state.crashed.patch_id} if state.crashed else (),
                 )
             except LivepatchError as error:
                 log.warning("check-in failed: %s", error)
@@ -147,10 +183,14 @@ class CheckIn:
                 )
                 return Outcome(self._save(failed), error)
             state = self._save(transitions.planned(state, decision, key, now))
-            if not isinstance(decision, Apply):
+            window = config.health_window
+            if isinstance(decision, Revert | Remove):
+                outcome = self._leave_revoked(state, decision, source, key, now, window)
+            elif isinstance(decision, Apply):
+                target = _finish_first(state, decision.patch, patches)
+                outcome = self._apply(state, target, source, key, now, window)
+            else:
                 return Outcome(state)
-            target = _finish_first(state, decision.patch, patches)
-            outcome = self._apply(state, target, source, key, now)
             state = self._flush_reports(outcome.state, service, credential)
             return replace(outcome, state=state)
 
@@ -182,14 +222,97 @@ class CheckIn:
             sent += 1
         return self._save(transitions.reports_sent(state, sent)) if sent else state
 
+    def _judge_due(self, state: State, key: str, now: datetime) -> State:
+        """Judge the watched patch once its health window has passed; queue the verdict."""
+        watch = state.watch
+        if watch is None or now < watch.until:
+            return state
+        kernel = self.rt.kernel
+        status = kernel.loaded().get(watch.module_name)
+        taint = self._taint()
+        verdict = health_rules.judge(
+            module=watch.module_name,
+            functions=watch.functions,
+            taint_before=watch.taint,
+            taint_after=taint,
+            log=kernel.log_since(watch.log_seq),
+            enabled=status is not None and status.enabled,
+        )
+        if verdict.healthy:
+            log.info("patch %s is healthy after its window", watch.patch_id)
+        else:
+            log.error("patch %s is unhealthy: %s", watch.patch_id, verdict.evidence)
+        report = Report(
+            watch.patch_id,
+            key,
+            "applied",
+            taint=taint,
+            health=verdict.name,
+            evidence=verdict.evidence or None,
+        )
+        health = Health(watch.patch_id, verdict.name, verdict.evidence)
+        state = self._save(transitions.judged(state, health, report))
+        self.intents.clear()
+        return state
+
+    def _leave_revoked(
+        self,
+        state: State,
+        decision: Revert | Remove,
+        source: MetadataSource,
+        key: str,
+        now: datetime,
+        window: int,
+    ) -> Outcome:
+        """Go back from a revoked patch: replace it by `decision.patch`, or remove it."""
+        revoked = decision.revoked
+        reason = revoked.revoked.reason if revoked.revoked else ""
+        replaced = None
+        if isinstance(decision, Revert):
+            outcome = self._apply(state, decision.patch, source, key, now, window)
+            if outcome.error is not None:
+                return outcome
+            state, replaced = outcome.state, outcome.state.applied
+        else:
+            try:
+                self.rt.kernel.disable(revoked.module_name)
+                self.rt.kernel.unload(revoked.module_name)
+            except LivepatchError as error:
+                log.error("could not remove revoked patch %s: %s", revoked.patch_id, error)
+                return Outcome(
+                    self._save(transitions.leaving_failed(state, error_record(error))), error
+                )
+        log.warning("left revoked patch %s (%s)", revoked.patch_id, reason)
+        record = Revoked(
+            revoked.patch_id, revoked.version, reason, replaced.patch_id if replaced else ""
+        )
+        report = Report(
+            revoked.patch_id,
+            key,
+            "reverted",
+            reason=f"revoked: {reason}"[:500],
+            taint=self._taint(),
+        )
+        state = self._save(transitions.reverted(state, record, report, replaced=replaced))
+        if state.watch is None:
+            self.intents.clear()
+        return Outcome(state)
+
     def _apply(
-        self, state: State, patch: PatchInfo, source: MetadataSource, key: str, now: datetime
+        self,
+        state: State,
+        patch: PatchInfo,
+        source: MetadataSource,
+        key: str,
+        now: datetime,
+        window: int,
     ) -> Outcome:
         record = transitions.record(patch, key)
         try:
             self.rt.kernel.check_loadable()
             data = source.download(patch)
             source.verify(patch, data, now)
+            self.rt.kernel.check_module(data)
         except LivepatchError as error:
             log.warning("patch %s not applied: %s", patch.patch_id, error)
             report = Report(patch.patch_id, key, "failed", None, _reason(error), 0, self._taint())
@@ -197,11 +320,17 @@ class CheckIn:
             return Outcome(self._save(failed), error, failed=patch)
         module = self._stage_module(patch, data)
         earlier = state.applying
+        kernel = self.rt.kernel
+        taint_before, log_seq = self._taint(), kernel.log_seq()
+        self.intents.save(
+            Intent(patch.patch_id, patch.version, patch.module_name, key, kernel.boot_id(), now)
+        )
         state = self._save(transitions.applying(state, record))
         started = time.monotonic()
         try:
-            self.rt.kernel.load(module)
+            kernel.load(module)
         except LivepatchError as error:
+            self.intents.clear()
             log.warning("the kernel did not apply %s: %s", patch.patch_id, error)
             report = Report(
                 patch.patch_id,
@@ -220,7 +349,16 @@ class CheckIn:
             failed = transitions.reconcile(failed, key, self.rt.kernel.loaded())
             return Outcome(self._save(failed), error, failed=patch)
         report = Report(patch.patch_id, key, "applied", None, None, _ms(started), self._taint())
-        state = self._save(transitions.apply_succeeded(state, record, report))
+        watch = HealthWatch(
+            patch.patch_id,
+            patch.module_name,
+            until=self.rt.clock() + timedelta(seconds=window),
+            taint=taint_before,
+            log_seq=log_seq,
+            functions=kernel.functions(patch.module_name),
+        )
+        state = transitions.apply_succeeded(state, record, report)
+        state = self._save(transitions.watching(state, watch))
         log.info("applied %s (%s)", patch.patch_id, ", ".join(c.id for c in patch.cves))
         self._prune_modules(keep=module)
         return Outcome(state, applied=patch)

@@ -25,6 +25,8 @@ from livepatch.client.store import write_atomic
 from livepatch.rollout import Tier
 
 DEFAULT_CHECK_INTERVAL = 60
+DEFAULT_HEALTH_WINDOW = 300
+MAX_HEALTH_WINDOW = 86400
 PEM_MARKER = "-----BEGIN CERTIFICATE-----"
 REDACTED = "REDACTED"
 PUBLIC_SUFFIX = ".public.json"
@@ -42,6 +44,8 @@ class Config:
     """A PEM bundle or the path of one."""
     tier: str = ""
     """Overrides the tier the service assigned at enrolment when set."""
+    health_window: int = DEFAULT_HEALTH_WINDOW
+    """Seconds a newly applied patch is watched (kernel log, taint) before it is judged."""
 
     def proxies(self) -> dict[str, str]:
         """The proxy settings in the shape `requests` takes; empty when unset."""
@@ -81,6 +85,8 @@ def _validate(key: str, value: str) -> object:
         if minutes < 1:
             raise InvalidConfig(f"check-interval must be a whole number of minutes, got {value!r}.")
         return minutes
+    if key == "health-window":
+        return _health_window(value)
     if key == "remote-server":
         return _url(key, value, ("https",)).rstrip("/")
     if key in ("http-proxy", "https-proxy"):
@@ -95,6 +101,19 @@ def _validate(key: str, value: str) -> object:
             raise InvalidConfig("ca-certs must be a PEM certificate bundle or the path of one.")
         return value
     return value
+
+
+def _health_window(value: object) -> int:
+    try:
+        seconds = int(str(value))
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= MAX_HEALTH_WINDOW:
+        raise InvalidConfig(
+            f"health-window must be a whole number of seconds from 1 to {MAX_HEALTH_WINDOW}, "
+            f"got {value!r}."
+        )
+    return seconds
 
 
 def _url(key: str, value: str, schemes: tuple[str, ...]) -> str:
@@ -131,6 +150,11 @@ def from_mapping(data: Mapping[str, object]) -> Config:
             if minutes < 1:
                 raise ValueError(f"check-interval is {value!r}, not a whole number of minutes")
             values["check_interval"] = minutes
+        elif key == "health-window":
+            try:
+                values["health_window"] = _health_window(value)
+            except InvalidConfig as error:
+                raise ValueError(f"health-window is {value!r}, not a number of seconds") from error
         else:
             values[key.replace("-", "_")] = str(value)
     return Config(**values)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from livepatch.client.status import KernelFacts
 from livepatch.client.transitions import ModuleStatus
+from livepatch.errors import LivepatchError
 
 if TYPE_CHECKING:
     from livepatch.kernel import LivepatchDriver, ModuleSyscalls
@@ -94,3 +95,45 @@ class KernelAdapter:
         from livepatch.kernel import read_capabilities
 
         return read_capabilities(self.root).taint_value or 0
+
+    def boot_id(self) -> str:
+        from livepatch.kernel.kmsg import boot_id
+
+        try:
+            return boot_id(self.root)
+        except OSError:
+            return ""
+
+    def log_seq(self) -> int:
+        from livepatch.kernel.kmsg import last_seq
+
+        try:
+            return last_seq(self.root)
+        except OSError:
+            return -1
+
+    def log_since(self, seq: int) -> list[str]:
+        from livepatch.kernel.kmsg import read_records
+
+        try:
+            return [record.text for record in read_records(self.root, after=seq)]
+        except OSError:
+            return []
+
+    def functions(self, name: str) -> tuple[str, ...]:
+        files = self.driver.files
+        base = f"sys/kernel/livepatch/{name}"
+        found: set[str] = set()
+        try:
+            for obj in files.list_dir(base):
+                if files.is_dir(f"{base}/{obj}"):
+                    entries = files.list_dir(f"{base}/{obj}")
+                    found |= {entry.split(",", 1)[0] for entry in entries if "," in entry}
+        except (LivepatchError, OSError):
+            return ()
+        return tuple(sorted(found))
+
+    def check_module(self, data: bytes) -> None:
+        from livepatch.kernel import check_built_for
+
+        check_built_for(data, self.identity().release)

@@ -23,6 +23,14 @@ class Cve:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """The service withdrew a patch after it reached machines: go back from it."""
+
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True)
 class PatchInfo:
     target: str
     """The TUF target name, ``patches/<patch_id>.ko``."""
@@ -35,6 +43,9 @@ class PatchInfo:
     description: str
     cves: tuple[Cve, ...]
     rollout: RolloutState
+    revoked: Revocation | None = None
+    preflight: str | None = None
+    """``passed`` or ``skipped`` when the service recorded a pre-flight; None before."""
 
 
 def parse_patch(target: str, custom: Mapping[str, object]) -> PatchInfo:
@@ -82,7 +93,25 @@ def parse_patch(target: str, custom: Mapping[str, object]) -> PatchInfo:
             for item in cves
         ),
         rollout=RolloutState(stage=stage, percentage=float(percentage), halted=halted),
+        revoked=_revocation(target, fields.get("revoked")),
+        preflight=_preflight(target, fields.get("preflight")),
     )
+
+
+def _revocation(target: str, value: object) -> Revocation | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _bad(target, "revoked", "an object")
+    return Revocation(_text(target, value, "reason", ""), _text(target, value, "at", ""))
+
+
+def _preflight(target: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _bad(target, "preflight", "an object")
+    return _text(target, value, "result", "")
 
 
 def _text(target: str, fields: Mapping[str, object], name: str, default: str | None = None) -> str:

@@ -46,6 +46,11 @@ class Paths:
         return self.root / "config.public.json"
 
     @property
+    def intent(self) -> Path:
+        """The apply intent, present while a patch is loading or being watched."""
+        return self.root / "apply-intent.json"
+
+    @property
     def lock(self) -> Path:
         """Serialises changes to state between the daemon and the command line."""
         return self.root / "lock"

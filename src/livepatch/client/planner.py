@@ -6,8 +6,13 @@ Rules, in order:
 - none at all means the kernel needs an upgrade to receive fixes;
 - among those whose rollout admits this machine (halted ones admit nobody),
   the newest version is the candidate;
+- a revoked patch, or one that crashed this machine (`blocked`), is never a
+  candidate;
 - a loaded patch at least as new as the candidate stays: never downgrade,
-  never reload what is loaded.
+  never reload what is loaded;
+- except a loaded patch that was revoked: go back to the newest candidate by
+  atomic replace (``Revert``, older or not), or remove it when there is none
+  (``Remove``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,22 @@ class KernelUpgradeRequired:
     """No patch is published for this kernel."""
 
 
-Plan = Apply | UpToDate | NothingToApply | KernelUpgradeRequired
+@dataclass(frozen=True)
+class Revert:
+    """Leave revoked `revoked` for `patch` (atomic replace, possibly an older version)."""
+
+    patch: PatchInfo
+    revoked: PatchInfo
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Disable and unload revoked `revoked`: no other patch for this kernel may replace it."""
+
+    revoked: PatchInfo
+
+
+Plan = Apply | UpToDate | NothingToApply | KernelUpgradeRequired | Revert | Remove
 
 
 def newest(patches: Sequence[PatchInfo]) -> PatchInfo | None:
@@ -54,13 +74,25 @@ def plan(
     machine_id: str,
     tier: Tier,
     loaded_modules: Collection[str],
+    blocked: Collection[str] = (),
 ) -> Plan:
-    """Decide what to do; `loaded_modules` are the enabled livepatch modules in the kernel."""
+    """Decide what to do; `loaded_modules` are the enabled livepatch modules in the kernel,
+    `blocked` ids of patches never to load again (they crashed this machine)."""
     mine = [p for p in patches if p.cumulative and kernel_key in p.kernels]
     if not mine:
         return KernelUpgradeRequired()
     current = newest([p for p in mine if p.module_name in loaded_modules])
-    candidate = newest([p for p in mine if admits(p.rollout, machine_id, p.patch_id, tier)])
+    candidate = newest(
+        [
+            p
+            for p in mine
+            if p.revoked is None
+            and p.patch_id not in blocked
+            and admits(p.rollout, machine_id, p.patch_id, tier)
+        ]
+    )
+    if current is not None and current.revoked is not None:
+        return Remove(current) if candidate is None else Revert(candidate, revoked=current)
     if candidate is None:
         return UpToDate(current) if current else NothingToApply()
     if current is not None and version_key(current.version) >= version_key(candidate.version):

@@ -42,6 +42,21 @@ class KernelPort(Protocol):
 
     def taint(self) -> int: ...
 
+    def boot_id(self) -> str:
+        """This boot's id (/proc/sys/kernel/random/boot_id)."""
+
+    def log_seq(self) -> int:
+        """The newest kernel-log record's sequence number (-1: none or unreadable)."""
+
+    def log_since(self, seq: int) -> list[str]:
+        """Kernel-log messages after record `seq`, oldest first ([] when unreadable)."""
+
+    def functions(self, name: str) -> tuple[str, ...]:
+        """The functions livepatch `name` replaces (from /sys/kernel/livepatch)."""
+
+    def check_module(self, data: bytes) -> None:
+        """Raise the kernel layer's error when the module was built for another kernel."""
+
 
 @dataclass(frozen=True)
 class EnrolResult:

@@ -81,6 +81,56 @@ class Report:
     reason: str | None = None
     duration_ms: int = 0
     taint: int = 0
+    health: str | None = None
+    """``healthy`` or ``unhealthy`` once the health window passed; None before."""
+    evidence: str | None = None
+    """Why unhealthy: a kernel-log excerpt and taint letters (at most 1024 characters)."""
+
+
+@dataclass(frozen=True)
+class HealthWatch:
+    """A patch just applied, watched until `until`: what the kernel looked like before."""
+
+    patch_id: str
+    module_name: str
+    until: datetime
+    taint: int
+    """The taint value before the load."""
+    log_seq: int
+    """The last kernel-log record before the load (-1: none, or the log was unreadable)."""
+    functions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Health:
+    """The verdict on the last patch applied: ``watching``, ``healthy`` or ``unhealthy``."""
+
+    patch_id: str
+    verdict: str
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
+class Crash:
+    """A patch being applied when the machine crashed or was reset: never loaded again
+    until an administrator clears it (`livepatch clear-crash`)."""
+
+    patch_id: str
+    version: str
+    module_name: str
+    boot_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """The service revoked a patch this machine had loaded; we left it."""
+
+    patch_id: str
+    version: str
+    reason: str
+    replaced_by: str = ""
+    """The patch id we went back to; empty when the patch was removed."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +161,10 @@ class State:
     """The newest patch for this kernel that admits this machine."""
     errors: tuple[ErrorRecord, ...] = ()
     pending_reports: tuple[Report, ...] = field(default=())
+    watch: HealthWatch | None = None
+    health: Health | None = None
+    crashed: Crash | None = None
+    revoked: Revoked | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +217,50 @@ def _record_json(record: PatchRecord | None) -> dict[str, Any] | None:
     }
 
 
+def _watch_json(watch: HealthWatch | None) -> dict[str, Any] | None:
+    if watch is None:
+        return None
+    return {
+        "patch_id": watch.patch_id,
+        "module_name": watch.module_name,
+        "until": watch.until.isoformat(),
+        "taint": watch.taint,
+        "log_seq": watch.log_seq,
+        "functions": list(watch.functions),
+    }
+
+
+def _watch(data: Mapping[str, Any] | None) -> HealthWatch | None:
+    if data is None:
+        return None
+    return HealthWatch(
+        patch_id=str(data["patch_id"]),
+        module_name=str(data["module_name"]),
+        until=datetime.fromisoformat(data["until"]),
+        taint=int(data["taint"]),
+        log_seq=int(data["log_seq"]),
+        functions=tuple(str(name) for name in data.get("functions", [])),
+    )
+
+
+def _crash_json(crash: Crash | None) -> dict[str, Any] | None:
+    if crash is None:
+        return None
+    return {**vars(crash), "at": crash.at.isoformat()}
+
+
+def _crash(data: Mapping[str, Any] | None) -> Crash | None:
+    if data is None:
+        return None
+    return Crash(
+        patch_id=str(data["patch_id"]),
+        version=str(data["version"]),
+        module_name=str(data["module_name"]),
+        boot_id=str(data["boot_id"]),
+        at=datetime.fromisoformat(data["at"]),
+    )
+
+
 def to_json(state: State) -> dict[str, Any]:
     enrolment = state.enrolment
     return {
@@ -187,6 +285,10 @@ def to_json(state: State) -> dict[str, Any]:
         "available": _record_json(state.available),
         "errors": [{"code": e.code, "message": e.message} for e in state.errors],
         "pending_reports": [vars(report) for report in state.pending_reports],
+        "watch": _watch_json(state.watch),
+        "health": None if state.health is None else vars(state.health),
+        "crashed": _crash_json(state.crashed),
+        "revoked": None if state.revoked is None else vars(state.revoked),
     }
 
 
@@ -213,6 +315,10 @@ def from_json(data: Mapping[str, Any]) -> State:
         available=_record(data.get("available")),
         errors=tuple(ErrorRecord(str(e["code"]), str(e["message"])) for e in data["errors"]),
         pending_reports=tuple(Report(**report) for report in data.get("pending_reports", [])),
+        watch=_watch(data.get("watch")),
+        health=None if data.get("health") is None else Health(**data["health"]),
+        crashed=_crash(data.get("crashed")),
+        revoked=None if data.get("revoked") is None else Revoked(**data["revoked"]),
     )
 
 

@@ -12,15 +12,27 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from livepatch.client.patches import PatchInfo
-from livepatch.client.planner import Apply, KernelUpgradeRequired, NothingToApply, Plan, UpToDate
+from livepatch.client.planner import (
+    Apply,
+    KernelUpgradeRequired,
+    NothingToApply,
+    Plan,
+    Remove,
+    Revert,
+    UpToDate,
+)
 from livepatch.client.state import (
     CheckState,
+    Crash,
     Enrolment,
     ErrorRecord,
     Fix,
+    Health,
+    HealthWatch,
     PatchRecord,
     PatchState,
     Report,
+    Revoked,
     State,
     Support,
 )
@@ -158,6 +170,17 @@ def _decided(state: State, plan: Plan, kernel_key: str, now: datetime) -> State:
                 available=record(patch, kernel_key),
                 patch_state=PatchState.UNAPPLIED,
             )
+        case Revert(patch):
+            return replace(
+                base,
+                supported=Support.SUPPORTED,
+                available=record(patch, kernel_key),
+                patch_state=PatchState.APPLIED,
+            )
+        case Remove():
+            return replace(
+                base, supported=Support.SUPPORTED, available=None, patch_state=PatchState.APPLIED
+            )
 
 
 def applying(state: State, patch: PatchRecord) -> State:
@@ -236,3 +259,70 @@ def scheduled(state: State, next_check: datetime | None) -> State:
 
 def reports_sent(state: State, sent: int) -> State:
     return replace(state, pending_reports=state.pending_reports[sent:])
+
+
+def watching(state: State, watch: HealthWatch) -> State:
+    """A patch was applied: watch it until ``watch.until`` before judging it."""
+    return replace(state, watch=watch, health=Health(watch.patch_id, "watching"))
+
+
+def judged(state: State, health: Health, report: Report) -> State:
+    """The health window passed: record the verdict and queue it for the service."""
+    return replace(
+        state,
+        watch=None,
+        health=health,
+        pending_reports=(*state.pending_reports, report),
+    )
+
+
+def crashed(state: State, crash: Crash, kernel: str) -> State:
+    """An apply intent from an earlier boot: the machine went down while `crash` was young.
+
+    The patch is blocked (never loaded again until an administrator clears it)
+    and the service is told, which counts it towards halting the rollout.
+    """
+    report = Report(
+        crash.patch_id,
+        kernel,
+        "crashed",
+        reason="the machine crashed or was reset while this patch was new",
+    )
+    return replace(
+        state,
+        crashed=crash,
+        watch=None,
+        health=None,
+        pending_reports=(*state.pending_reports, report),
+    )
+
+
+def crash_cleared(state: State) -> State:
+    return replace(state, crashed=None)
+
+
+def leaving_failed(state: State, error: ErrorRecord) -> State:
+    """The kernel would not remove a revoked patch; it stays, and the next check retries."""
+    return replace(state, errors=(error,))
+
+
+def reverted(
+    state: State, revoked: Revoked, report: Report, *, replaced: PatchRecord | None
+) -> State:
+    """We left revoked patch `revoked`: for `replaced` (already recorded as applied by the
+    apply), or for nothing when it was removed."""
+    if replaced is None:
+        state = replace(
+            state,
+            applied=None,
+            available=None,
+            watch=None,
+            health=None,
+            patch_state=PatchState.NOTHING_TO_APPLY,
+        )
+    return replace(
+        state,
+        revoked=revoked,
+        errors=(),
+        pending_reports=(*state.pending_reports, report),
+    )

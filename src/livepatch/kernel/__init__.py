@@ -11,6 +11,7 @@ from livepatch.kernel.driver import LivepatchDriver
 from livepatch.kernel.errors import (
     AccessDenied,
     AlreadyLoaded,
+    BuiltForAnotherKernel,
     InvalidModule,
     KernelError,
     LivepatchUnsupported,
@@ -30,7 +31,7 @@ from livepatch.kernel.errors import (
     WrongKernel,
 )
 from livepatch.kernel.identity import KernelIdentity, read_identity
-from livepatch.kernel.modinfo import ModuleInfo, module_name, parse_modinfo
+from livepatch.kernel.modinfo import ModuleInfo, check_built_for, module_name, parse_modinfo
 from livepatch.kernel.results import DisableResult, LoadResult, UnloadResult
 from livepatch.kernel.syscalls import LinuxModuleSyscalls, ModuleSyscalls
 from livepatch.kernel.sysfs import LoadedPatch, PatchedObject
@@ -39,6 +40,7 @@ from livepatch.kernel.taint import TaintFlag, decode_taint
 __all__ = [
     "AccessDenied",
     "AlreadyLoaded",
+    "BuiltForAnotherKernel",
     "Capabilities",
     "Check",
     "DisableResult",
@@ -69,6 +71,7 @@ __all__ = [
     "UnloadResult",
     "UnsupportedArchitecture",
     "WrongKernel",
+    "check_built_for",
     "decode_taint",
     "module_name",
     "parse_modinfo",

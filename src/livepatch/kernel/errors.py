@@ -131,6 +131,21 @@ class WrongKernel(KernelError):
         self.built_for = built_for
 
 
+class BuiltForAnotherKernel(WrongKernel):
+    """Refused by us, before any load: the module's vermagic names another kernel."""
+
+    def __init__(self, module: str, *, running: str, built_for: str | None) -> None:
+        built = f"built for kernel {built_for}" if built_for else "built without a vermagic"
+        KernelError.__init__(
+            self,
+            f"Module {module} was {built}, not for the running kernel {running}, so it was "
+            f"not loaded; use the patch made for {running}.",
+        )
+        self.module = module
+        self.running = running
+        self.built_for = built_for
+
+
 class NotPermitted(KernelError):
     code = "not-permitted"
 

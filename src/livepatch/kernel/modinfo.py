@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from livepatch.kernel.errors import InvalidModule
+from livepatch.kernel.errors import BuiltForAnotherKernel, InvalidModule
 
 _ELF_MAGIC = b"\x7fELF"
 _SECTION_HEADER_64 = struct.Struct("IIQQQQIIQQ")
@@ -107,3 +107,18 @@ def _slice(data: bytes, fields: tuple[int, ...], label: str) -> bytes:
     if offset + size > len(data):
         raise InvalidModule(label, "a section lies outside the file")
     return data[offset : offset + size]
+
+
+def check_built_for(data: bytes, running: str, *, label: str = "module") -> ModuleInfo:
+    """The module's .modinfo when its vermagic names `running`; BuiltForAnotherKernel if not.
+
+    The kernel would refuse such a module too (ENOEXEC, or worse, load it when
+    module versioning is off); checking first gives a clear error before any
+    load is tried, and no attempt shows up in the kernel log.
+    """
+    info = parse_modinfo(data, label=label)
+    built_for = info.built_for_release
+    if built_for != running:
+        name = info.name or label
+        raise BuiltForAnotherKernel(name, running=running, built_for=built_for)
+    return info

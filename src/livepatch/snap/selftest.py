@@ -223,6 +223,21 @@ class ReadOnlyKernel:
     def taint(self) -> int:
         return 0
 
+    def boot_id(self) -> str:
+        return ""
+
+    def log_seq(self) -> int:
+        return -1
+
+    def log_since(self, seq: int) -> list[str]:
+        return []
+
+    def functions(self, name: str) -> tuple[str, ...]:
+        return ()
+
+    def check_module(self, data: bytes) -> None:
+        self._refuse("load")
+
     def _refuse(self, action: str) -> None:
         raise LivepatchError(f"The self-test daemon may not {action} patches.", code="self-test")
 

@@ -38,6 +38,7 @@ def patch(
     cves: Sequence[str] = ("CVE-2024-1086",),
     module: str | None = None,
     cumulative: bool = True,
+    revoked: str | None = None,
 ) -> PatchInfo:
     patch_id = f"lp-{kernel}-{version}"
     return parse_patch(
@@ -53,6 +54,11 @@ def patch(
                 "description": "fixes",
                 "cves": [{"id": c, "severity": "high", "description": f"{c} fix"} for c in cves],
                 "rollout": {"stage": stage, "percentage": percentage, "halted": halted},
+                **(
+                    {}
+                    if revoked is None
+                    else {"revoked": {"reason": revoked, "at": "2026-08-01T12:00:00Z"}}
+                ),
             }
         },
     )
@@ -139,8 +145,38 @@ class FakeKernel:
         self.modules.pop(name, None)
         self.unloaded.append(name)
 
+    taint_value: int | None = None
+    """What taint() returns; None: 32768 (livepatch) while anything is loaded, else 0."""
+    boot: str = "boot-1"
+    log: list[str] = field(default_factory=list)
+    """The kernel log; a record's sequence number is its index."""
+    patched_functions: tuple[str, ...] = ("cmdline_proc_show",)
+    built_for: dict[str, str] = field(default_factory=dict)
+    """Module bytes' marker → the release it was built for (default: this kernel)."""
+
     def taint(self) -> int:
+        if self.taint_value is not None:
+            return self.taint_value
         return 32768 if self.modules else 0
+
+    def boot_id(self) -> str:
+        return self.boot
+
+    def log_seq(self) -> int:
+        return len(self.log) - 1
+
+    def log_since(self, seq: int) -> list[str]:
+        return self.log[seq + 1 :]
+
+    def functions(self, name: str) -> tuple[str, ...]:
+        return self.patched_functions
+
+    def check_module(self, data: bytes) -> None:
+        from livepatch.kernel import BuiltForAnotherKernel
+
+        for marker, release in self.built_for.items():
+            if marker.encode() in data and release != self.release:
+                raise BuiltForAnotherKernel(marker, running=self.release, built_for=release)
 
 
 @dataclass

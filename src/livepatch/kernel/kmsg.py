@@ -1,0 +1,79 @@
+"""The kernel log as /dev/kmsg serves it: numbered records, read without blocking.
+
+Each read() of /dev/kmsg returns one record, ``PRIO,SEQ,USEC,FLAGS;TEXT``
+followed by continuation lines (`` KEY=VALUE``) that we drop. Sequence numbers
+only grow within a boot, so "everything after record N" is how the health
+check finds what the kernel said since a patch was loaded. Records the ring
+buffer overwrote before we read them are skipped (the read fails with EPIPE).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+KMSG = "dev/kmsg"
+MAX_RECORDS = 100_000
+"""Read at most this many records per call: a log flood cannot keep us reading."""
+RECORD_SIZE = 8192
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    seq: int
+    priority: int
+    """Syslog priority (0 emergency … 7 debug), facility bits removed."""
+    text: str
+
+
+def parse_record(raw: bytes) -> LogRecord | None:
+    """One /dev/kmsg record, or None when it does not have the documented shape."""
+    header, sep, body = raw.partition(b";")
+    if not sep:
+        return None
+    fields = header.split(b",")
+    if len(fields) < 3:
+        return None
+    try:
+        prefix, seq = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    message = body.split(b"\n", 1)[0]
+    return LogRecord(seq, prefix & 7, message.decode("utf-8", "replace"))
+
+
+def read_records(root: Path = Path("/"), *, after: int = -1) -> list[LogRecord]:
+    """Records with a sequence number above `after`, oldest first (at most MAX_RECORDS)."""
+    records: list[LogRecord] = []
+    fd = os.open(root / KMSG, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        while len(records) < MAX_RECORDS:
+            try:
+                raw = os.read(fd, RECORD_SIZE)
+            except OSError as error:
+                if error.errno == errno.EPIPE:  # overwritten before we read it
+                    continue
+                if error.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                raise
+            if not raw:
+                break
+            record = parse_record(raw)
+            if record is not None and record.seq > after:
+                records.append(record)
+    finally:
+        os.close(fd)
+    return records
+
+
+def last_seq(root: Path = Path("/")) -> int:
+    """The sequence number of the newest record (-1 when the log is empty)."""
+    records = read_records(root)
+    return records[-1].seq if records else -1
+
+
+def boot_id(root: Path = Path("/")) -> str:
+    """This boot's random id (changes at every boot, crash or not)."""
+    return (root / "proc/sys/kernel/random/boot_id").read_text().strip()
