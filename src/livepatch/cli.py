@@ -1,4 +1,4 @@
-"""`livepatch`: enable, disable, status, refresh, config, daemon, notifier.
+"""`livepatch`: enable, disable, status, refresh, clear-crash, config, daemon, notifier.
 
 Parsing and printing only; the work is in ``livepatch.client.commands``.
 Imports stay lazy: ``livepatch status`` must start about as fast as a bare
@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     refresh = sub.add_parser("refresh", help="check for patches now and wait for the outcome")
     refresh.set_defaults(handler=cmd_refresh)
+
+    clear_crash = sub.add_parser(
+        "clear-crash", help="allow a patch that was loading when the machine crashed again"
+    )
+    clear_crash.set_defaults(handler=cmd_clear_crash)
 
     config = sub.add_parser("config", help="show settings, or set them with KEY=VALUE")
     config.add_argument("assignments", nargs="*", metavar="KEY=VALUE")
@@ -215,6 +220,20 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     if error is not None:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_clear_crash(args: argparse.Namespace) -> int:
+    from livepatch.client import commands
+
+    commands.require_root("clear-crash")
+    crash = commands.clear_crash(_runtime())
+    if crash is None:
+        print("No crash is recorded; nothing to clear.")
+        return 0
+    print(
+        f"Cleared the crash recorded for patch {crash.patch_id}; the next check may load it again."
+    )
     return 0
 
 

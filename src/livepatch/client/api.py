@@ -102,7 +102,7 @@ class HttpServiceClient:
             "POST",
             f"/v1/machines/{machine_id}/reports",
             credential=credential,
-            json_body=vars(report),
+            json_body=report_body(report),
         )
 
     def _malformed(self, path: str) -> ServiceError:
@@ -180,3 +180,13 @@ def transport_reason(error: BaseException) -> str:
             text = " ".join(str(reason).split())
             return text[:200]
     return type(error).__name__
+
+
+def report_body(report: Report) -> dict[str, Any]:
+    """The report as the service takes it; `health` and `evidence` only once judged
+    (a service older than these fields still takes the load outcome)."""
+    body = vars(report).copy()
+    for optional in ("health", "evidence"):
+        if body[optional] is None:
+            del body[optional]
+    return body

@@ -30,7 +30,14 @@ from livepatch.client.errors import (
 from livepatch.client.host import hostname, machine_id, read_host
 from livepatch.client.kernelport import KernelAdapter
 from livepatch.client.paths import Paths
-from livepatch.client.state import Credential, CredentialFile, Enrolment, State, StateFile
+from livepatch.client.state import (
+    Crash,
+    Credential,
+    CredentialFile,
+    Enrolment,
+    State,
+    StateFile,
+)
 from livepatch.client.status import document
 from livepatch.client.store import is_locked, locked, write_atomic
 from livepatch.errors import LivepatchError
@@ -153,6 +160,22 @@ def _ask_daemon(paths: Paths, command: str) -> dict[str, Any] | None:
         return control.request(paths.control, command)
     except control.DaemonNotRunning:
         return None
+
+
+def clear_crash(rt: Runtime) -> Crash | None:
+    """Forget the recorded crash, so its patch may be loaded again; the crash, or None.
+
+    The running daemon is asked to reload, so its status and next check see it.
+    """
+    with locked(rt.paths.lock):
+        states = StateFile(rt.paths.state)
+        state = states.load()
+        crash = state.crashed
+        if crash is None:
+            return None
+        states.save(transitions.crash_cleared(state))
+    _ask_daemon(rt.paths, "reload")
+    return crash
 
 
 @dataclass(frozen=True)

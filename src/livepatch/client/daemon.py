@@ -17,7 +17,7 @@ import os
 import random
 import signal
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,11 @@ def default_bus() -> BusFactory | None:
         return None
     factory: BusFactory = LivepatchBusService
     return factory
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    known = [moment for moment in moments if moment is not None]
+    return min(known) if known else None
 
 
 class Daemon:
@@ -148,15 +153,20 @@ class Daemon:
             return self.rt.timing.startup_jitter * self.draw()
         if state.next_check is None:
             return 0.0
-        return max(0.0, (state.next_check - self.rt.clock()).total_seconds())
+        wake = _earliest(state.next_check, state.watch.until if state.watch else None)
+        assert wake is not None
+        return max(0.0, (wake - self.rt.clock()).total_seconds())
 
     def _due(self) -> bool:
+        """A check-in is due, or a watched patch's health window has passed (a check-in
+        judges it and sends the verdict)."""
         state = self._state()
         if state.enrolment is None:
             return False
-        return state.next_check is None or state.next_check <= self.rt.clock() + timedelta(
-            seconds=0.5
-        )
+        soon = self.rt.clock() + timedelta(seconds=0.5)
+        if state.watch is not None and state.watch.until <= soon:
+            return True
+        return state.next_check is None or state.next_check <= soon
 
     # -- check-ins -----------------------------------------------------------------
 

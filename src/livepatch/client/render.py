@@ -33,6 +33,11 @@ SUPPORT_TEXT = {
     "unsupported": ("bad", "kernel {kernel} is not supported by livepatch"),
     "unknown": ("wait", "kernel {kernel} not checked yet"),
 }
+HEALTH_TEXT = {
+    "watching": ("wait", "watching patch {patch} until {until}"),
+    "healthy": ("ok", "patch {patch} healthy after its health window"),
+    "unhealthy": ("bad", "patch {patch} unhealthy"),
+}
 SYMBOLS = {"ok": "✓", "bad": "✗", "wait": "…"}
 ASCII_SYMBOLS = {"ok": "+", "bad": "x", "wait": "~"}
 COLOURS = {"ok": GREEN, "bad": RED, "wait": YELLOW}
@@ -134,6 +139,16 @@ def render_human(
             if verbose and fix.get("Description"):
                 text += f", {fix['Description']}"
             out.mark(f"fix {fix['Name']}", "ok" if fix["Patched"] else "bad", text)
+    health = doc.get("Health")
+    if verbose and health:
+        kind, text = HEALTH_TEXT.get(health["Verdict"], ("wait", health["Verdict"]))
+        text = text.format(patch=health["Patch"], until=health.get("Until") or "soon")
+        if health.get("Evidence"):
+            text += f": {health['Evidence']}"
+        out.mark("patch health", kind, text)
+    for key, field in (("crash", "Crash"), ("revoked", "Revoked")):
+        if doc.get(field):
+            out.mark(key, "bad", doc[field]["Message"])
     for error in doc["Errors"]:
         out.add(f"error {error['code']}", error["message"])
     return "\n".join(out.lines) + "\n"

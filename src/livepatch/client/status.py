@@ -86,4 +86,55 @@ def document(
         ],
         "Applied-Patches": [applied.patch_id] if applied else [],
         "Errors": [{"code": e.code, "message": e.message} for e in state.errors],
+        "Health": health(state),
+        "Crash": crash(state),
+        "Revoked": revoked(state),
+    }
+
+
+def health(state: State) -> dict[str, Any] | None:
+    """The verdict on the last patch applied: watching, healthy or unhealthy."""
+    if state.health is None:
+        return None
+    until = state.watch.until if state.watch else None
+    return {
+        "Patch": state.health.patch_id,
+        "Verdict": state.health.verdict,
+        "Evidence": state.health.evidence,
+        "Until": _iso(until),
+    }
+
+
+def crash(state: State) -> dict[str, Any] | None:
+    found = state.crashed
+    if found is None:
+        return None
+    return {
+        "Patch": found.patch_id,
+        "Version": found.version,
+        "At": _iso(found.at),
+        "Message": (
+            f"The machine crashed or was reset while patch {found.patch_id} was being applied; "
+            "it will not be loaded again until an administrator runs `livepatch clear-crash`."
+        ),
+    }
+
+
+def revoked(state: State) -> dict[str, Any] | None:
+    found = state.revoked
+    if found is None:
+        return None
+    reason = f" ({found.reason})" if found.reason else ""
+    then = (
+        f"went back to patch {found.replaced_by}"
+        if found.replaced_by
+        else "removed it from the kernel"
+    )
+    return {
+        "Patch": found.patch_id,
+        "Reason": found.reason,
+        "Replaced-By": found.replaced_by or None,
+        "Message": (
+            f"Patch {found.patch_id} was revoked by the service{reason}; this machine {then}."
+        ),
     }
