@@ -19,6 +19,15 @@ from livepatch.server.storage.models import Patch, Report
 class Result(StrEnum):
     APPLIED = "applied"
     FAILED = "failed"
+    CRASHED = "crashed"
+    """An apply intent from an earlier boot was found: the machine went down with it young."""
+    REVERTED = "reverted"
+    """The machine left the patch because it was revoked."""
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,10 @@ class Outcome:
     reason: str | None
     duration_ms: int
     taint: int
+    health: Health | None = None
+    """None: not judged yet (the health window has not ended)."""
+    evidence: str | None = None
+    """Kernel-log excerpt and taint letters behind the verdict or the failure."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ def record(session: Session, machine_id: str, outcome: Outcome, *, now: datetime
         "duration_ms": outcome.duration_ms,
         "taint": outcome.taint,
         "received": now,
+        "health": None if outcome.health is None else outcome.health.value,
+        "evidence": outcome.evidence,
     }
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert

@@ -80,6 +80,8 @@ def report_statement(dialect: str) -> Insert:
             cast(bindparam("duration_ms", type_=Integer), Integer),
             cast(bindparam("taint", type_=Integer), Integer),
             bindparam("received", type_=UTCDateTime),
+            cast(bindparam("health", type_=String), String),
+            cast(bindparam("evidence", type_=String), String),
         )
         .select_from(Machine)
         .join(Patch, true())
@@ -101,6 +103,8 @@ def report_statement(dialect: str) -> Insert:
         "duration_ms",
         "taint",
         "received",
+        "health",
+        "evidence",
     ]
     statement = insert(Report).from_select(columns, source)
     changed = {name: statement.excluded[name] for name in columns[3:]}
@@ -206,4 +210,6 @@ def _parameters(item: PendingReport) -> dict[str, Any]:
         "duration_ms": outcome.duration_ms,
         "taint": outcome.taint,
         "received": item.now,
+        "health": None if outcome.health is None else outcome.health.value,
+        "evidence": outcome.evidence,
     }

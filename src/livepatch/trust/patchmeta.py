@@ -5,7 +5,13 @@ Schema (see docs/CONTRACTS.md)::
     {"patch_id": str, "version": str, "kernels": [str, ...], "module_name": str,
      "cumulative": bool, "severity": str, "description": str,
      "cves": [{"id": str, "severity": str, "description": str}, ...],
-     "rollout": {"stage": str, "percentage": float, "halted": bool}}
+     "rollout": {"stage": str, "percentage": float, "halted": bool},
+     "revoked": {"reason": str, "at": RFC3339},                          (optional)
+     "preflight": {"result": "passed"|"skipped", "kernel": str, "at": RFC3339}}  (optional)
+
+``revoked`` marks a patch every machine must leave (fleet-wide rollback);
+``preflight`` records the pre-flight run on the real kernel before publishing
+(absent for patches published before pre-flight existed).
 
 The repository validates before it signs; the client parses what verified,
 so a bad field is reported by name instead of surfacing as a KeyError later.
@@ -20,6 +26,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from livepatch.trust.errors import MetadataRejected
@@ -52,6 +60,53 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """Why and when the service revoked a patch: machines must leave it."""
+
+    reason: str
+    at: datetime
+
+    def to_fields(self) -> dict[str, str]:
+        return {"reason": self.reason, "at": rfc3339(self.at)}
+
+
+class PreflightResult(StrEnum):
+    PASSED = "passed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The pre-flight run on the real kernel that the publisher recorded."""
+
+    result: PreflightResult
+    kernel: str
+    at: datetime
+
+    def to_fields(self) -> dict[str, str]:
+        return {"result": self.result.value, "kernel": self.kernel, "at": rfc3339(self.at)}
+
+
+MAX_REASON = 1024
+"""Longest revocation reason the metadata carries (it reaches terminals)."""
+
+
+def rfc3339(moment: datetime) -> str:
+    """``moment`` in UTC as ``2026-12-05T04:57:22Z`` (seconds precision)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetimes are not signed; use UTC-aware ones")
+    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """A UTC-aware datetime from an RFC 3339 timestamp with a zone; ValueError otherwise."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
 class PatchTarget:
     """A patch the signed metadata offers: where it is, how big, for which kernels."""
 
@@ -68,6 +123,8 @@ class PatchTarget:
     cves: tuple[Cve, ...]
     rollout: Rollout
     custom: Mapping[str, Any]
+    revoked: Revocation | None = None
+    preflight: Preflight | None = None
 
 
 def to_signed(value: Any) -> Any:
@@ -105,6 +162,48 @@ def _strings(fields: Mapping[str, Any], target: str, key: str) -> tuple[str, ...
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidPatchFields(target, key, "a list of strings")
     return tuple(value)
+
+
+def _printable(text: str) -> bool:
+    return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def _moment(fields: Mapping[str, Any], target: str, key: str) -> datetime:
+    value = fields.get("at")
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return parse_rfc3339(value)
+    raise InvalidPatchFields(target, f"{key}.at", "an RFC 3339 time with a zone")
+
+
+def parse_revoked(target: str, value: Any) -> Revocation | None:
+    """The optional ``revoked`` object; raises InvalidPatchFields."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidPatchFields(target, "revoked", "an object")
+    reason = value.get("reason")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON or not _printable(reason):
+        raise InvalidPatchFields(
+            target, "revoked.reason", f"a string of at most {MAX_REASON} printable characters"
+        )
+    return Revocation(reason=reason, at=_moment(value, target, "revoked"))
+
+
+def parse_preflight(target: str, value: Any) -> Preflight | None:
+    """The optional ``preflight`` object; raises InvalidPatchFields."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidPatchFields(target, "preflight", "an object")
+    try:
+        result = PreflightResult(str(value.get("result")))
+    except ValueError:
+        raise InvalidPatchFields(target, "preflight.result", "'passed' or 'skipped'") from None
+    kernel = value.get("kernel")
+    if not isinstance(kernel, str) or not 0 < len(kernel) <= 255 or not _printable(kernel):
+        raise InvalidPatchFields(target, "preflight.kernel", "a kernel key")
+    return Preflight(result=result, kernel=kernel, at=_moment(value, target, "preflight"))
 
 
 def parse_patch_fields(
@@ -154,6 +253,8 @@ def parse_patch_fields(
             _get(rollout, name, "halted", bool, "true or false"),
         ),
         custom=fields,
+        revoked=parse_revoked(name, fields.get("revoked")),
+        preflight=parse_preflight(name, fields.get("preflight")),
     )
 
 

@@ -115,6 +115,8 @@ async def record_report(
         reason=body.reason,
         duration_ms=body.duration_ms,
         taint=body.taint,
+        health=None if body.health is None else reports.Health(body.health),
+        evidence=body.evidence,
     )
     # Written with other reports in one transaction by the telemetry writer.
     written = service.telemetry.report(machine_id, credential, outcome, service.clock())

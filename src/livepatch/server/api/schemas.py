@@ -47,14 +47,35 @@ class RenewResponse(BaseModel):
     expires: datetime
 
 
+Evidence = Annotated[
+    str,
+    Field(
+        max_length=1024,
+        pattern=r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$",
+        description="Kernel-log excerpt and taint letters (tabs and newlines allowed).",
+    ),
+]
+
+
 class ReportRequest(Request):
+    """One outcome; the same patch reported again (e.g. with `health`) replaces it."""
+
     patch_id: PatchId
     kernel: KernelKey
-    result: Literal["applied", "failed"]
+    result: Literal["applied", "failed", "crashed", "reverted"] = Field(
+        description=(
+            "applied: loaded; failed: the load failed; crashed: an apply intent from an "
+            "earlier boot was found; reverted: the machine left a revoked patch."
+        )
+    )
     errno: Annotated[int, Field(ge=-4095, le=4095)] | None = None
     reason: Annotated[str, Field(max_length=4096, pattern=r"^[^\x00]*$")] | None = None
     duration_ms: Int32
     taint: Int32
+    health: Literal["healthy", "unhealthy"] | None = Field(
+        default=None, description="The verdict after the health window; null: not judged yet."
+    )
+    evidence: Evidence | None = None
 
 
 class ReportResponse(BaseModel):

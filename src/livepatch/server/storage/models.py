@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -75,12 +77,18 @@ class Token(Base):
 
 
 class Machine(Base):
-    """An enrolled machine holding one slot of its token."""
+    """An enrolled machine holding one slot of its token.
+
+    ``machine_id`` is what the machine says it is; two records share one when
+    a machine enrolled with an id already known without proving it is that
+    machine (a cloned image, or an impostor): the later one is a
+    ``duplicate``, its reports are refused, and the operator is told.
+    """
 
     __tablename__ = "machines"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    machine_id: Mapped[str] = mapped_column(String(128), unique=True)
+    machine_id: Mapped[str] = mapped_column(String(128), index=True)
     token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), index=True)
     tier: Mapped[str] = mapped_column(String(16))
     hostname: Mapped[str] = mapped_column(String(255))
@@ -90,6 +98,7 @@ class Machine(Base):
     credential_expires: Mapped[datetime] = mapped_column(UTCDateTime)
     enrolled: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    duplicate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Patch(Base):
@@ -122,6 +131,8 @@ class Patch(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime)
     policy: Mapped[dict[str, float]] = mapped_column(JSON)
     """Per-patch overrides of the server's rollout policy (percentages, soak seconds)."""
+    revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoke_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
     __table_args__ = (UniqueConstraint("kernel_set", "version"),)
 
@@ -146,6 +157,11 @@ class Report(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     taint: Mapped[int] = mapped_column(Integer)
     received: Mapped[datetime] = mapped_column(UTCDateTime)
+    health: Mapped[str | None] = mapped_column(String(16), default=None)
+    """``healthy``, ``unhealthy`` or None (not judged yet)."""
+    evidence: Mapped[str | None] = mapped_column(Text, default=None)
+    token_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The token the machine held when it reported (kept after de-enrolment)."""
 
     __table_args__ = (UniqueConstraint("machine_id", "patch_id", "stage"),)
 
