@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 
 from livepatch.client.patches import version_key
-from livepatch.client.planner import Apply, KernelUpgradeRequired, NothingToApply, UpToDate, plan
+from livepatch.client.planner import (
+    Apply,
+    KernelUpgradeRequired,
+    NothingToApply,
+    Remove,
+    Revert,
+    UpToDate,
+    plan,
+)
 from livepatch.rollout import Tier, bucket
 from tests.unit.client.fakes import KERNEL, patch
 
@@ -90,3 +98,37 @@ def test_version_ordering_is_numeric():
     assert version_key("104.1") > version_key("104")
     assert version_key("2.10") > version_key("2.9")
     assert sorted(["1", "1.1", "10", "2"], key=version_key) == ["1", "1.1", "2", "10"]
+
+
+def test_a_revoked_patch_is_never_a_candidate():
+    p1, p2 = patch("1"), patch("2", revoked="oops in nfsd")
+    assert decide([p1, p2]) == Apply(p1)
+    assert decide([p2]) == NothingToApply()
+
+
+def test_a_loaded_revoked_patch_is_replaced_by_the_newest_older_one():
+    p1, p2, p3 = patch("1"), patch("2"), patch("3", revoked="oops")
+    assert decide([p1, p2, p3], loaded=[p3.module_name]) == Revert(p2, revoked=p3)
+
+
+def test_a_loaded_revoked_patch_without_a_replacement_is_removed():
+    p1, p2 = patch("1", revoked="bad"), patch("2", revoked="bad too")
+    assert decide([p1, p2], loaded=[p2.module_name]) == Remove(p2)
+
+
+def test_revert_target_must_admit_this_machine():
+    halted = patch("1", halted=True)
+    revoked = patch("2", revoked="bad")
+    assert decide([halted, revoked], loaded=[revoked.module_name]) == Remove(revoked)
+
+
+def test_a_patch_that_crashed_this_machine_is_blocked():
+    p1, p2 = patch("1"), patch("2")
+    assert plan(
+        [p1, p2],
+        kernel_key=KERNEL,
+        machine_id="machine-a",
+        tier=Tier.COMMUNITY,
+        loaded_modules=set(),
+        blocked={p2.patch_id},
+    ) == Apply(p1)

@@ -26,10 +26,10 @@ def make_module(
     name: str | None = "demo_patch",
     *,
     livepatch: bool = True,
-    vermagic: str = "6.1.0-56-amd64 SMP preempt mod_unload modversions ",
+    vermagic: str | None = "6.1.0-56-amd64 SMP preempt mod_unload modversions ",
 ) -> bytes:
-    """A minimal 64-bit little-endian ELF with a .modinfo section."""
-    entries = [f"vermagic={vermagic}", "license=GPL"]
+    """A minimal 64-bit little-endian ELF with a .modinfo section (None: no vermagic)."""
+    entries = ([] if vermagic is None else [f"vermagic={vermagic}"]) + ["license=GPL"]
     if livepatch:
         entries.append("livepatch=Y")
     if name is not None:
