@@ -5,7 +5,9 @@ and reaches the host's loopback services at 10.0.2.2 (QEMU_HOST). Under TCG
 importing the patch service takes the guest about a minute (9p and an
 emulated CPU), so the service runs on the host and only the client runs in
 the guest. `rwdirs` are host directories the guest may write: the two sides
-hand each other files there while the guest runs.
+hand each other files there while the guest runs. `append` adds kernel
+command-line arguments (virtme-ng itself sets panic=-1 and qemu's -no-reboot
+for --exec, so a panic ends the VM at once, as a reset would).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def python_in_networked_vm(
     rwdirs: Sequence[Path] = (),
     timeout: float = 240.0,
     memory: str = "1G",
+    append: Sequence[str] = (),
 ) -> VmResult:
     command = " ".join(
         [
@@ -56,6 +59,8 @@ def python_in_networked_vm(
     ]
     for directory in rwdirs:
         argv += ["--rwdir", str(directory)]
+    for argument in append:
+        argv += ["--append", argument]
     argv += ["--exec", command]
     environment = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     started = time.monotonic()
