@@ -61,19 +61,25 @@ class HttpServiceClient:
         self.proxies = dict(proxies or {})
 
     def enrol(
-        self, *, token: str, machine_id: str, hostname: str, kernel: str, architecture: str
+        self,
+        *,
+        token: str,
+        machine_id: str,
+        hostname: str,
+        kernel: str,
+        architecture: str,
+        proof: str | None = None,
     ) -> EnrolResult:
-        body = self._call(
-            "POST",
-            "/v1/enrol",
-            json_body={
-                "token": token,
-                "machine_id": machine_id,
-                "hostname": hostname,
-                "kernel": kernel,
-                "architecture": architecture,
-            },
-        )
+        request = {
+            "token": token,
+            "machine_id": machine_id,
+            "hostname": hostname,
+            "kernel": kernel,
+            "architecture": architecture,
+        }
+        if proof is not None:
+            request["proof"] = proof
+        body = self._call("POST", "/v1/enrol", json_body=request)
         try:
             return EnrolResult(
                 machine_id=str(body["machine_id"]),

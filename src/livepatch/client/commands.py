@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from livepatch.client import config as settings
@@ -19,6 +20,7 @@ from livepatch.client import control, statuscache, transitions
 from livepatch.client.checkin import CheckIn, Outcome, Runtime, effective_tier
 from livepatch.client.errors import (
     AlreadyEnabled,
+    CorruptState,
     InvalidConfig,
     NeedsRoot,
     NotConfigured,
@@ -111,6 +113,16 @@ class Enabled:
     daemon_answer: dict[str, Any] | None = None
 
 
+def _last_credential(path: Path) -> str | None:
+    """The credential left from an earlier enrolment (even expired), the service's proof
+    that a re-enrolment is this machine and not another claiming its id."""
+    try:
+        credential = CredentialFile(path).load()
+    except CorruptState:
+        return None
+    return None if credential is None else credential.token
+
+
 def enable(rt: Runtime, token: str) -> Enabled:
     paths = rt.paths
     paths.ensure()
@@ -132,6 +144,7 @@ def enable(rt: Runtime, token: str) -> Enabled:
             hostname=hostname(),
             kernel=identity.key,
             architecture=identity.architecture,
+            proof=_last_credential(paths.credential),
         )
         _reset_metadata(paths)
         write_atomic(paths.metadata / "root.json", result.root, mode=0o644)

@@ -69,8 +69,17 @@ class EnrolResult:
 
 class ServiceClient(Protocol):
     def enrol(
-        self, *, token: str, machine_id: str, hostname: str, kernel: str, architecture: str
-    ) -> EnrolResult: ...
+        self,
+        *,
+        token: str,
+        machine_id: str,
+        hostname: str,
+        kernel: str,
+        architecture: str,
+        proof: str | None = None,
+    ) -> EnrolResult:
+        """Enrol; `proof` is the machine's last credential, proving a re-enrolment is it."""
+        ...
 
     def renew(self, machine_id: str, credential: Credential) -> Credential: ...
 

@@ -29,18 +29,26 @@ from sqlalchemy.orm import Session
 
 from livepatch.server import secrets
 from livepatch.server.batching import Batcher
-from livepatch.server.errors import Unauthenticated
+from livepatch.server.errors import TokenRevoked, Unauthenticated
 from livepatch.server.machines import EXPIRED, LAST_SEEN_GRANULARITY
 from livepatch.server.metrics import Metrics
-from livepatch.server.storage.models import Machine
+from livepatch.server.storage.models import Machine, Token
 from livepatch.server.telemetry import TelemetryWriter
 
 REMEMBER = timedelta(minutes=5)
 MAX_REMEMBERED = 100_000
 
-_LOOKUP = select(
-    Machine.credential_digest, Machine.id, Machine.credential_expires, Machine.last_seen
-).where(Machine.credential_digest.in_(bindparam("digests", expanding=True)))
+_LOOKUP = (
+    select(
+        Machine.credential_digest,
+        Machine.id,
+        Machine.credential_expires,
+        Machine.last_seen,
+        Token.revoked,
+    )
+    .join(Token, Token.id == Machine.token_id)
+    .where(Machine.credential_digest.in_(bindparam("digests", expanding=True)))
+)
 
 
 @dataclass(slots=True)
@@ -120,8 +128,8 @@ class CheckIns:
         try:
             with self.reading() as session:
                 rows = session.execute(_LOOKUP, {"digests": sorted({x.digest for x in batch})})
-                found: dict[str, tuple[str, int, datetime, datetime]] = {
-                    row[0]: (row[0], row[1], row[2], row[3]) for row in rows
+                found: dict[str, tuple[str, int, datetime, datetime, datetime | None]] = {
+                    row[0]: (row[0], row[1], row[2], row[3], row[4]) for row in rows
                 }
         except Exception as error:
             for lookup in batch:
@@ -134,9 +142,12 @@ class CheckIns:
             if row is None or not hmac.compare_digest(row[0], lookup.digest):
                 lookup.result.set_exception(Unauthenticated())
                 continue
-            _, machine, expires, last_seen = row
+            _, machine, expires, last_seen, revoked = row
             if expires <= lookup.now:
                 lookup.result.set_exception(Unauthenticated(EXPIRED))
+                continue
+            if revoked is not None:
+                lookup.result.set_exception(TokenRevoked())
                 continue
             valid_until = min(expires, lookup.now + REMEMBER)
             next_write = last_seen + LAST_SEEN_GRANULARITY

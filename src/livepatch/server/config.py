@@ -38,6 +38,11 @@ class RolloutPolicy:
     """Halt when failed / reports in the current stage exceeds this fraction…"""
     minimum_sample: int = 20
     """…over at least this many reports."""
+    minimum_applied: int = 5
+    """A stage promotes only after this many of its machines reported a healthy apply."""
+    minimum_tokens: int = 1
+    """Healthy reports (to promote) and failures (to halt) must come from this many
+    distinct tokens; raise it when tokens belong to parties that do not trust each other."""
 
     def __post_init__(self) -> None:
         for name in ("canary_percentage", "moderate_percentage"):
@@ -60,6 +65,14 @@ class RolloutPolicy:
             raise ConfigurationError(
                 f"minimum_sample must be at least 1, not {self.minimum_sample}."
             )
+        if self.minimum_applied < 0:
+            raise ConfigurationError(
+                f"minimum_applied must not be negative, not {self.minimum_applied}."
+            )
+        if self.minimum_tokens < 1:
+            raise ConfigurationError(
+                f"minimum_tokens must be at least 1, not {self.minimum_tokens}."
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RolloutPolicy:
@@ -76,8 +89,9 @@ class RolloutPolicy:
             for name in ("canary_percentage", "moderate_percentage", "failure_threshold"):
                 if name in values:
                     kwargs[name] = float(values[name])
-            if "minimum_sample" in values:
-                kwargs["minimum_sample"] = int(values["minimum_sample"])
+            for name in ("minimum_sample", "minimum_applied", "minimum_tokens"):
+                if name in values:
+                    kwargs[name] = int(values[name])
             for stage in ("canary", "moderate"):
                 if f"{stage}_soak_hours" in values:
                     kwargs[f"{stage}_soak"] = timedelta(hours=float(values[f"{stage}_soak_hours"]))

@@ -19,14 +19,32 @@ from livepatch.server.config import RolloutPolicy
 
 @dataclass(frozen=True)
 class Outcomes:
-    """Reports received in a stage (one per machine)."""
+    """Counted reports in a stage (one per machine; see ``reports.py`` for what counts).
+
+    ``applied`` is machines that applied the patch and were judged healthy
+    after their health window; ``failed`` is machines whose load failed, that
+    crashed with the patch young, or that applied it and turned unhealthy;
+    ``pending`` applied it and are not judged yet (neither evidence nor
+    failure).
+    """
 
     applied: int = 0
     failed: int = 0
+    pending: int = 0
+    healthy_tokens: int | None = None
+    """Distinct tokens among the healthy machines (None: as many as machines)."""
+    failed_tokens: int | None = None
+    """Distinct tokens among the failed machines (None: as many as machines)."""
 
     @property
     def total(self) -> int:
+        """Judged machines: healthy or failed."""
         return self.applied + self.failed
+
+    def tokens(self, *, failed: bool) -> int:
+        if failed:
+            return self.failed if self.failed_tokens is None else self.failed_tokens
+        return self.applied if self.healthy_tokens is None else self.healthy_tokens
 
     @property
     def failure_rate(self) -> float:
@@ -86,20 +104,26 @@ def promoted(state: RolloutState, policy: RolloutPolicy) -> RolloutState:
 
 def over_threshold(outcomes: Outcomes, policy: RolloutPolicy) -> bool:
     return (
-        outcomes.total >= policy.minimum_sample and outcomes.failure_rate > policy.failure_threshold
+        outcomes.total >= policy.minimum_sample
+        and outcomes.failure_rate > policy.failure_threshold
+        and outcomes.tokens(failed=True) >= policy.minimum_tokens
     )
 
 
 def decide(rollout: PatchRollout, outcomes: Outcomes, now: datetime) -> Decision:
-    """Promote, halt or wait, from the reports in the current stage.
+    """Promote, halt or wait, from the counted reports in the current stage.
 
     - A halted or withdrawn patch is left alone: only a person resumes it.
-    - Halt when the failure rate exceeds the threshold over at least the
-      minimum sample, in any stage (including `all`).
-    - Promote once the stage's soak time has passed and the reports are
-      healthy: under the threshold with a full sample, or no failure at all
-      when fewer machines have reported (a small fleet must still move on,
-      but one failure among few reports is a reason to wait for more).
+    - Halt when the failure rate (failed, crashed or unhealthy over judged
+      machines) exceeds the threshold over at least the minimum sample, with
+      failures from at least ``minimum_tokens`` tokens, in any stage
+      (including `all`).
+    - Promote only once the stage's soak time has passed AND at least
+      ``minimum_applied`` machines (from at least ``minimum_tokens`` tokens)
+      reported a healthy apply AND the reports are good: under the threshold
+      with a full sample, or no failure at all when fewer machines were
+      judged (one failure among few is a reason to wait for more). A stage
+      short of evidence waits, whatever its soak; a person may promote it.
     """
     state, policy = rollout.state, rollout.policy
     if rollout.withdrawn:
@@ -110,8 +134,9 @@ def decide(rollout: PatchRollout, outcomes: Outcomes, now: datetime) -> Decision
         )
     if over_threshold(outcomes, policy):
         reason = (
-            f"{outcomes.failed} of {outcomes.total} machines failed to apply it in "
-            f"{state.stage.value} ({outcomes.failure_rate:.1%} > {policy.failure_threshold:.1%})"
+            f"{outcomes.failed} of {outcomes.total} machines failed, crashed or turned "
+            f"unhealthy in {state.stage.value} "
+            f"({outcomes.failure_rate:.1%} > {policy.failure_threshold:.1%})"
         )
         halted = RolloutState(stage=state.stage, percentage=state.percentage, halted=True)
         return Decision(Action.HALT, reason, halted)
@@ -129,7 +154,21 @@ def decide(rollout: PatchRollout, outcomes: Outcomes, now: datetime) -> Decision
             f"{policy.minimum_sample} reports before deciding"
         )
         return Decision(Action.NOTHING, reason, state)
+    missing = policy.minimum_applied - outcomes.applied
+    if missing > 0:
+        return Decision(
+            Action.NOTHING,
+            f"waiting for {missing} more healthy reports in {state.stage.value}",
+            state,
+        )
+    if outcomes.tokens(failed=False) < policy.minimum_tokens:
+        reason = (
+            f"waiting for healthy reports from {policy.minimum_tokens} different tokens in "
+            f"{state.stage.value} (now {outcomes.tokens(failed=False)})"
+        )
+        return Decision(Action.NOTHING, reason, state)
     reason = (
-        f"soaked {state.stage.value} with {outcomes.failed} failures in {outcomes.total} reports"
+        f"soaked {state.stage.value} with {outcomes.applied} healthy machines and "
+        f"{outcomes.failed} failures in {outcomes.total} reports"
     )
     return Decision(Action.PROMOTE, reason, promoted(state, policy))

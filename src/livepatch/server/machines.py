@@ -8,6 +8,7 @@ so the count of its machines cannot change between reading and inserting.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +26,8 @@ from livepatch.server.errors import (
 )
 from livepatch.server.storage.models import Machine, Token
 from livepatch.server.tokens import find_token
+
+log = logging.getLogger(__name__)
 
 LAST_SEEN_GRANULARITY = timedelta(minutes=1)
 """A check-in updates ``last_seen`` at most this often, to keep check-ins read-mostly."""
@@ -45,24 +48,39 @@ class Credential:
     credential: str
     expires: datetime
     tier: Tier
+    duplicate: bool = False
+    """The id was already enrolled and this machine could not prove it is that one."""
 
 
 def enrol(
-    session: Session, token_secret: str, facts: MachineFacts, *, now: datetime, lifetime: timedelta
+    session: Session,
+    token_secret: str,
+    facts: MachineFacts,
+    *,
+    now: datetime,
+    lifetime: timedelta,
+    proof: str | None = None,
 ) -> Credential:
     """Give the machine a slot of the token and a fresh credential.
 
-    Re-enrolling a machine id with the same token reuses its slot; with
-    another token the machine moves to that token (if it has room).
+    A machine id is only a claim: ``/etc/machine-id`` is readable by every
+    local user and copied into cloned images. Re-enrolling a known id takes
+    over its record (slot, tier, credential) only with ``proof``, the
+    record's last credential, even expired; the machine keeps it for this.
+    Without proof the enrolment makes a new record flagged ``duplicate``:
+    the real machine keeps its credential, token and tier, the duplicate's
+    reports are refused, and the operator is told (a log line, the
+    ``livepatch_duplicate_enrolments_total`` counter, ``machines`` in
+    ``patches show``). With another token, a proven machine moves to it (if
+    it has room).
     """
     token = find_token(session, token_secret, lock=True)
     if token is None:
         raise UnknownToken()
     if token.revoked is not None:
         raise TokenRevoked()
-    machine = session.scalars(
-        select(Machine).where(Machine.machine_id == facts.machine_id)
-    ).one_or_none()
+    known = list(session.scalars(select(Machine).where(Machine.machine_id == facts.machine_id)))
+    machine = _proven(known, proof)
     if machine is None or machine.token_id != token.id:
         used = session.scalar(select(func.count()).where(Machine.token_id == token.id)) or 0
         if used >= token.machine_limit:
@@ -70,8 +88,15 @@ def enrol(
     secret = secrets.new_credential()
     expires = now + lifetime
     if machine is None:
-        machine = Machine(machine_id=facts.machine_id, enrolled=now)
+        machine = Machine(machine_id=facts.machine_id, enrolled=now, duplicate=bool(known))
         session.add(machine)
+        if known:
+            log.warning(
+                "machine id %s enrolled again without proof of being the enrolled machine "
+                "(a cloned image or an impostor): recorded as a duplicate whose reports "
+                "are not counted",
+                facts.machine_id,
+            )
     machine.token_id = token.id
     machine.tier = token.tier
     machine.hostname = facts.hostname
@@ -81,11 +106,27 @@ def enrol(
     machine.credential_expires = expires
     machine.last_seen = now
     session.flush()
-    return Credential(facts.machine_id, secret, expires, Tier(token.tier))
+    return Credential(facts.machine_id, secret, expires, Tier(token.tier), machine.duplicate)
 
 
-def authenticate(session: Session, credential: str, *, now: datetime) -> Machine:
-    """The machine holding this unexpired credential."""
+def _proven(known: list[Machine], proof: str | None) -> Machine | None:
+    """The record among `known` whose last credential is `proof` (constant-time compare)."""
+    if proof is None:
+        return None
+    found = None
+    for machine in known:
+        if secrets.matches(proof, machine.credential_digest):
+            found = machine
+    return found
+
+
+def authenticate(
+    session: Session, credential: str, *, now: datetime, revoked_ok: bool = False
+) -> Machine:
+    """The machine holding this unexpired credential, of a token not revoked.
+
+    ``revoked_ok`` lets a machine of a revoked token still de-enrol itself.
+    """
     machine = session.scalars(
         select(Machine).where(Machine.credential_digest == secrets.digest(credential))
     ).one_or_none()
@@ -93,14 +134,18 @@ def authenticate(session: Session, credential: str, *, now: datetime) -> Machine
         raise Unauthenticated()
     if machine.credential_expires <= now:
         raise Unauthenticated(EXPIRED)
+    if not revoked_ok:
+        token = session.get(Token, machine.token_id)
+        if token is None or token.revoked is not None:
+            raise TokenRevoked()
     return machine
 
 
 def authenticate_as(
-    session: Session, machine_id: str, credential: str, *, now: datetime
+    session: Session, machine_id: str, credential: str, *, now: datetime, revoked_ok: bool = False
 ) -> Machine:
     """Like `authenticate`, and the credential must belong to `machine_id`."""
-    machine = authenticate(session, credential, now=now)
+    machine = authenticate(session, credential, now=now, revoked_ok=revoked_ok)
     if machine.machine_id != machine_id:
         raise Forbidden("This credential belongs to another machine: use the machine's own.")
     return machine
@@ -123,7 +168,7 @@ def renew(
 
 def deenrol(session: Session, machine_id: str, credential: str, *, now: datetime) -> None:
     """Forget the machine, freeing its token slot."""
-    machine = authenticate_as(session, machine_id, credential, now=now)
+    machine = authenticate_as(session, machine_id, credential, now=now, revoked_ok=True)
     session.delete(machine)
 
 

@@ -45,6 +45,11 @@ COUNTERS: dict[str, str] = {
     "livepatch_checkins_total": "Metadata requests made with a machine credential.",
     "livepatch_reports_total": "Apply outcomes reported by machines, by result.",
     "livepatch_static_requests_total": "Metadata and blob requests, by status.",
+    "livepatch_duplicate_enrolments_total": (
+        "Enrolments of a known machine id without proof (cloned images or impostors)."
+    ),
+    "livepatch_report_refusals_total": "Reports refused, by error code.",
+    "livepatch_rate_limited_total": "Requests refused with 429, by endpoint.",
 }
 
 

@@ -52,6 +52,7 @@ POLICY_KEYS = (
     "moderate_percentage",
     "canary_soak_hours",
     "moderate_soak_hours",
+    "minimum_applied",
 )
 
 
@@ -122,6 +123,8 @@ def effective_policy(server: RolloutPolicy, overrides: dict[str, float]) -> Roll
         policy = replace(policy, canary_soak=timedelta(hours=overrides["canary_soak_hours"]))
     if "moderate_soak_hours" in overrides:
         policy = replace(policy, moderate_soak=timedelta(hours=overrides["moderate_soak_hours"]))
+    if "minimum_applied" in overrides:
+        policy = replace(policy, minimum_applied=int(overrides["minimum_applied"]))
     return RolloutPolicy(**{f: getattr(policy, f) for f in policy.__dataclass_fields__})
 
 

@@ -1,19 +1,43 @@
-"""Apply outcomes reported by machines, and their aggregates."""
+"""Apply outcomes reported by machines: which ones count, and their aggregates.
+
+A report is a claim by an enrolled machine, and some enrolled machines are
+hostile. One counts only when (``refusal``):
+
+- the credential is the machine's, unexpired, of a token not revoked, and
+  the machine is not a ``duplicate`` (an id enrolled again without proof);
+- the patch is published for the kernel reported, and that is the kernel the
+  machine enrolled with;
+- the rollout admits the machine for the patch in its stage (bucket and tier;
+  a halt does not matter: machines that loaded it before may still report).
+
+Each machine keeps one outcome per patch and stage (a later report updates
+it). Each row remembers the token the machine held, and the engine counts at
+most ``machine_limit`` rows per token and stage (the earliest), so a token
+cycling enrol → report → de-enrol adds no more votes than it has slots, and
+de-enrolment keeps the rows for the audit trail. Reports of revoked tokens
+stop counting.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from livepatch.rollout import RolloutState, Stage, Tier, admits
+from livepatch.server import secrets
 from livepatch.server.engine import Outcomes
-from livepatch.server.errors import NotFound
-from livepatch.server.storage.models import Patch, Report
+from livepatch.server.errors import Forbidden, NotFound, TokenRevoked, Unauthenticated
+from livepatch.server.machines import EXPIRED
+from livepatch.server.storage.models import Machine, Patch, Report, Token
+
+Executor = Session | Connection
 
 
 class Result(StrEnum):
@@ -55,16 +79,120 @@ class Aggregate:
     failed: int
 
 
-def record(session: Session, machine_id: str, outcome: Outcome, *, now: datetime) -> str:
-    """Store the machine's latest outcome for the patch in its current stage.
+@dataclass(frozen=True)
+class Reporter:
+    """What the service knows of the machine that sent a report."""
 
-    Returns the stage the report was counted in.
+    machine_id: str
+    tier: Tier
+    kernel: str
+    token_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class PatchFacts:
+    patch_id: str
+    kernels: Sequence[str]
+    state: RolloutState
+
+
+class ReportRefused(Forbidden):
+    """An authenticated report that must not count (see the module docstring)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def refusal(reporter: Reporter, patch: PatchFacts, outcome: Outcome) -> ReportRefused | None:
+    """Why this report must not count, or None when it counts."""
+    if reporter.duplicate:
+        return ReportRefused(
+            "duplicate-machine",
+            f"Machine id {reporter.machine_id} was already enrolled by another machine: "
+            "give this machine its own /etc/machine-id and enrol it again.",
+        )
+    if outcome.kernel not in patch.kernels:
+        return ReportRefused(
+            "wrong-kernel",
+            f"Patch {patch.patch_id} is not published for kernel {outcome.kernel}.",
+        )
+    if outcome.kernel != reporter.kernel:
+        return ReportRefused(
+            "wrong-kernel",
+            f"The machine enrolled with kernel {reporter.kernel}, not {outcome.kernel}: "
+            "enrol it again after booting a new kernel.",
+        )
+    unhalted = RolloutState(patch.state.stage, patch.state.percentage, halted=False)
+    if not admits(unhalted, reporter.machine_id, patch.patch_id, reporter.tier):
+        return ReportRefused(
+            "not-admitted",
+            f"The rollout of {patch.patch_id} in stage {patch.state.stage.value} does not "
+            "include this machine, so its report is not counted.",
+        )
+    return None
+
+
+def reporter(executor: Executor, machine_id: str, credential: str, *, now: datetime) -> Reporter:
+    """The machine this credential authenticates as `machine_id`; raises why not."""
+    digest = secrets.digest(credential)
+    row = executor.execute(
+        select(
+            Machine.machine_id,
+            Machine.credential_digest,
+            Machine.credential_expires,
+            Machine.tier,
+            Machine.kernel,
+            Machine.token_id,
+            Machine.duplicate,
+            Token.revoked,
+        )
+        .join(Token, Token.id == Machine.token_id)
+        .where(Machine.credential_digest == digest)
+    ).first()
+    if row is None or not secrets.matches(credential, row.credential_digest):
+        raise Unauthenticated()
+    if row.credential_expires <= now:
+        raise Unauthenticated(EXPIRED)
+    if row.machine_id != machine_id:
+        raise Forbidden("This credential belongs to another machine: use the machine's own.")
+    if row.revoked is not None:
+        raise TokenRevoked()
+    return Reporter(row.machine_id, Tier(row.tier), row.kernel, row.token_id, row.duplicate)
+
+
+def patch_facts(executor: Executor, patch_id: str) -> PatchFacts:
+    row = executor.execute(
+        select(Patch.kernels, Patch.stage, Patch.percentage).where(Patch.patch_id == patch_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"No patch {patch_id!r}: report only patches the service published.")
+    state = RolloutState(Stage(row.stage), float(row.percentage))
+    return PatchFacts(patch_id, list(row.kernels), state)
+
+
+def accept(
+    executor: Executor, machine_id: str, credential: str, outcome: Outcome, *, now: datetime
+) -> str:
+    """Authenticate, check and store one report; the stage it was counted in.
+
+    Raises the ServerError that explains a refusal (nothing is written then).
     """
-    stage = session.scalar(select(Patch.stage).where(Patch.patch_id == outcome.patch_id))
-    if stage is None:
-        raise NotFound(f"No patch {outcome.patch_id!r}: report only patches the service published.")
+    machine = reporter(executor, machine_id, credential, now=now)
+    patch = patch_facts(executor, outcome.patch_id)
+    refused = refusal(machine, patch, outcome)
+    if refused is not None:
+        raise refused
+    return record(executor, machine, outcome, patch.state.stage.value, now=now)
+
+
+def record(
+    executor: Executor, machine: Reporter, outcome: Outcome, stage: str, *, now: datetime
+) -> str:
+    """Store the machine's latest outcome for the patch in `stage` (upsert)."""
     values: dict[str, Any] = {
-        "machine_id": machine_id,
+        "machine_id": machine.machine_id,
         "patch_id": outcome.patch_id,
         "stage": stage,
         "kernel": outcome.kernel,
@@ -76,14 +204,23 @@ def record(session: Session, machine_id: str, outcome: Outcome, *, now: datetime
         "received": now,
         "health": None if outcome.health is None else outcome.health.value,
         "evidence": outcome.evidence,
+        "token_id": machine.token_id,
     }
-    dialect = session.get_bind().dialect.name
+    dialect = (
+        executor.get_bind().dialect.name
+        if isinstance(executor, Session)
+        else (executor.dialect.name)
+    )
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(Report).values(values)
+    # The token of the first report stays: a machine moving to another token
+    # must not free a vote slot of the first one.
     update = {
-        k: statement.excluded[k] for k in values if k not in ("machine_id", "patch_id", "stage")
+        k: statement.excluded[k]
+        for k in values
+        if k not in ("machine_id", "patch_id", "stage", "token_id")
     }
-    session.execute(
+    executor.execute(
         statement.on_conflict_do_update(
             index_elements=["machine_id", "patch_id", "stage"], set_=update
         )
@@ -91,24 +228,82 @@ def record(session: Session, machine_id: str, outcome: Outcome, *, now: datetime
     return stage
 
 
-def stage_outcomes(session: Session, patch_id: str, stage: str, *, since: datetime) -> Outcomes:
-    """Outcomes in `stage` received since `since` (the stage start or the last resume)."""
-    applied, failed = session.execute(
-        select(
-            func.count(case((Report.result == Result.APPLIED.value, 1))),
-            func.count(case((Report.result == Result.FAILED.value, 1))),
-        ).where(Report.patch_id == patch_id, Report.stage == stage, Report.received >= since)
-    ).one()
-    return Outcomes(applied=int(applied), failed=int(failed))
+def stage_outcomes(executor: Executor, patch_id: str, stage: str, *, since: datetime) -> Outcomes:
+    """Counted outcomes in `stage` received since `since` (the stage start or the last resume).
+
+    At most ``machine_limit`` reports per token count (the earliest rows), and
+    none of a revoked token.
+    """
+    rank = func.row_number().over(partition_by=Report.token_id, order_by=Report.id).label("rank")
+    ranked = (
+        select(Report.result, Report.health, Report.token_id, Token.machine_limit, rank)
+        .outerjoin(Token, Token.id == Report.token_id)
+        .where(
+            Report.patch_id == patch_id,
+            Report.stage == stage,
+            Report.received >= since,
+            Report.result != Result.REVERTED.value,
+            or_(Report.token_id.is_(None), Token.revoked.is_(None)),
+        )
+        .subquery()
+    )
+    rows = executor.execute(
+        select(ranked.c.result, ranked.c.health, ranked.c.token_id, func.count())
+        .where(
+            or_(
+                ranked.c.token_id.is_(None),
+                and_(ranked.c.machine_limit.is_not(None), ranked.c.rank <= ranked.c.machine_limit),
+            )
+        )
+        .group_by(ranked.c.result, ranked.c.health, ranked.c.token_id)
+    )
+    return tally((str(r), h, t, int(n)) for r, h, t, n in rows)
 
 
-def aggregates(session: Session, patch_id: str) -> list[Aggregate]:
-    rows = session.execute(
+def tally(rows: Any) -> Outcomes:
+    """Outcomes from (result, health, token_id, count) rows (pure)."""
+    healthy = failed = pending = 0
+    healthy_tokens: set[int | None] = set()
+    failed_tokens: set[int | None] = set()
+    for result, health, token, count in rows:
+        if result == Result.APPLIED.value and health == Health.HEALTHY.value:
+            healthy += count
+            healthy_tokens.add(token)
+        elif result == Result.APPLIED.value and health is None:
+            pending += count
+        else:
+            failed += count
+            failed_tokens.add(token)
+    return Outcomes(
+        applied=healthy,
+        failed=failed,
+        pending=pending,
+        healthy_tokens=len(healthy_tokens),
+        failed_tokens=len(failed_tokens),
+    )
+
+
+def aggregates(executor: Executor, patch_id: str) -> list[Aggregate]:
+    failures = or_(
+        Report.result.in_([Result.FAILED.value, Result.CRASHED.value]),
+        and_(Report.result == Result.APPLIED.value, Report.health == Health.UNHEALTHY.value),
+    )
+    rows = executor.execute(
         select(
             Report.stage,
             Report.kernel,
-            func.count(case((Report.result == Result.APPLIED.value, 1))),
-            func.count(case((Report.result == Result.FAILED.value, 1))),
+            func.count(
+                case(
+                    (
+                        and_(
+                            Report.result == Result.APPLIED.value,
+                            or_(Report.health.is_(None), Report.health != "unhealthy"),
+                        ),
+                        1,
+                    )
+                )
+            ),
+            func.count(case((failures, 1))),
         )
         .where(Report.patch_id == patch_id)
         .group_by(Report.stage, Report.kernel)

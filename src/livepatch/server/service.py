@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from livepatch.server import machines, reports
+from livepatch.server import reports
 from livepatch.server.blobs import BlobStore, DirectoryBlobStore, open_store
 from livepatch.server.checkins import CheckIns
 from livepatch.server.config import ServerConfig
@@ -90,8 +90,7 @@ class Service:
     ) -> str:
         """One report in its own transaction: the telemetry writer's slow path."""
         with self.transaction(durable=False) as session:
-            machine = machines.authenticate_as(session, machine_id, credential, now=now)
-            return reports.record(session, machine.machine_id, outcome, now=now)
+            return reports.accept(session, machine_id, credential, outcome, now=now)
 
     def close(self) -> None:
         self.checkins.close()

@@ -7,10 +7,10 @@ convoy of waiting requests. Here one thread per process takes everything
 queued, writes it in one transaction with prepared statements, and then
 answers every waiting request: a burst costs one commit.
 
-A report is one statement: the credential check, the patch's current stage
-and the upsert happen together (``INSERT … SELECT … ON CONFLICT``). When it
-inserts nothing, the report is re-run the slow way, which says why (an
-unknown credential, another machine's, an unknown patch). Requests wait for
+A report is checked and stored by ``reports.accept`` (who sent it, whether
+it counts, then an upsert) inside the batch's transaction; a refusal is the
+error of that one request and writes nothing. When the batch fails in the
+database, each report is re-run in its own transaction. Requests wait for
 their report's commit, so a 202 means the report is stored.
 """
 
@@ -21,19 +21,16 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, cast, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.dml import Update
 
-from livepatch.server import secrets
 from livepatch.server.batching import Batcher
 from livepatch.server.errors import ServerError
-from livepatch.server.reports import Outcome
+from livepatch.server.reports import Outcome, accept
 from livepatch.server.storage.database import Database
-from livepatch.server.storage.models import Machine, Patch, Report, UTCDateTime
+from livepatch.server.storage.models import Machine
 
 log = logging.getLogger(__name__)
 
@@ -59,58 +56,10 @@ class PendingCheckIn:
 
 
 Fallback = Callable[[str, str, Outcome, datetime], str]
-"""Record one report the slow way, raising the error that explains a refusal."""
+"""Record one report in its own transaction, raising the error that explains a refusal."""
 
 Failure = Callable[[BaseException], BaseException]
 """Turn a storage failure into the error to give the waiting request."""
-
-
-def report_statement(dialect: str) -> Insert:
-    """Insert or update the report, if the credential is the machine's and the patch exists."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    source = (
-        select(
-            Machine.machine_id,
-            Patch.patch_id,
-            Patch.stage,
-            cast(bindparam("kernel", type_=String), String),
-            cast(bindparam("result", type_=String), String),
-            cast(bindparam("errno", type_=Integer), Integer),
-            cast(bindparam("reason", type_=String), String),
-            cast(bindparam("duration_ms", type_=Integer), Integer),
-            cast(bindparam("taint", type_=Integer), Integer),
-            bindparam("received", type_=UTCDateTime),
-            cast(bindparam("health", type_=String), String),
-            cast(bindparam("evidence", type_=String), String),
-        )
-        .select_from(Machine)
-        .join(Patch, true())
-        .where(
-            Machine.machine_id == bindparam("machine_id"),
-            Machine.credential_digest == bindparam("digest"),
-            Machine.credential_expires > bindparam("now", type_=UTCDateTime),
-            Patch.patch_id == bindparam("patch_id"),
-        )
-    )
-    columns = [
-        "machine_id",
-        "patch_id",
-        "stage",
-        "kernel",
-        "result",
-        "errno",
-        "reason",
-        "duration_ms",
-        "taint",
-        "received",
-        "health",
-        "evidence",
-    ]
-    statement = insert(Report).from_select(columns, source)
-    changed = {name: statement.excluded[name] for name in columns[3:]}
-    return statement.on_conflict_do_update(
-        index_elements=["machine_id", "patch_id", "stage"], set_=changed
-    ).returning(Report.stage)
 
 
 CHECK_IN: Update = (
@@ -127,7 +76,6 @@ class TelemetryWriter:
         self.database = database
         self.fallback = fallback
         self.failure = failure
-        self._statement = report_statement(database.dialect)
         self._batcher: Batcher[PendingReport | PendingCheckIn] = Batcher(
             "livepatch-telemetry", self._write
         )
@@ -165,12 +113,11 @@ class TelemetryWriter:
             raise
 
     def _write_batch(self, reports: list[PendingReport], check_ins: list[PendingCheckIn]) -> None:
-        stages: list[str | None] = []
+        outcomes: list[str | ServerError] = []
         try:
             with self.database.connection(durable=False) as connection:
                 for item in reports:
-                    row = connection.execute(self._statement, _parameters(item)).first()
-                    stages.append(None if row is None else str(row[0]))
+                    outcomes.append(self._accept(connection, item))
                 if check_ins:
                     connection.execute(CHECK_IN, [vars(c) for c in check_ins])
         except SQLAlchemyError as error:
@@ -179,11 +126,19 @@ class TelemetryWriter:
             for item in reports:
                 self._one_by_one(item)
             return
-        for item, stage in zip(reports, stages, strict=True):
-            if stage is None:
-                self._one_by_one(item)
+        for item, outcome in zip(reports, outcomes, strict=True):
+            if isinstance(outcome, ServerError):
+                item.result.set_exception(outcome)
             else:
-                item.result.set_result(stage)
+                item.result.set_result(outcome)
+
+    @staticmethod
+    def _accept(connection: Connection, item: PendingReport) -> str | ServerError:
+        """The stage, or the refusal; a refused report writes nothing."""
+        try:
+            return accept(connection, item.machine_id, item.credential, item.outcome, now=item.now)
+        except ServerError as error:
+            return error
 
     def _one_by_one(self, item: PendingReport) -> None:
         try:
@@ -194,22 +149,3 @@ class TelemetryWriter:
             item.result.set_exception(self.failure(error))
         else:
             item.result.set_result(stage)
-
-
-def _parameters(item: PendingReport) -> dict[str, Any]:
-    outcome = item.outcome
-    return {
-        "machine_id": item.machine_id,
-        "digest": secrets.digest(item.credential),
-        "now": item.now,
-        "patch_id": outcome.patch_id,
-        "kernel": outcome.kernel,
-        "result": outcome.result.value,
-        "errno": outcome.errno,
-        "reason": outcome.reason,
-        "duration_ms": outcome.duration_ms,
-        "taint": outcome.taint,
-        "received": item.now,
-        "health": None if outcome.health is None else outcome.health.value,
-        "evidence": outcome.evidence,
-    }

@@ -30,8 +30,11 @@ from tests.integration.server.conftest import Clock
 LIFETIME = timedelta(days=30)
 
 
-def facts(n: int | str) -> machines.MachineFacts:
-    return machines.MachineFacts(f"machine-{n}", f"host-{n}", "6.1.0-56-amd64", "amd64")
+KERNEL = "6.1.0-56-amd64"
+
+
+def facts(n: int | str, kernel: str = KERNEL) -> machines.MachineFacts:
+    return machines.MachineFacts(f"machine-{n}", f"host-{n}", kernel, "amd64")
 
 
 def make_token(service: Service, *, limit: int | None = 3, tier: Tier = Tier.COMMUNITY) -> str:
@@ -39,9 +42,18 @@ def make_token(service: Service, *, limit: int | None = 3, tier: Tier = Tier.COM
         return tokens.create_token(session, tier=tier, machines=limit, now=service.clock()).secret
 
 
-def enrol(service: Service, token: str, n: int | str) -> machines.Credential:
+def enrol(
+    service: Service,
+    token: str,
+    n: int | str,
+    *,
+    kernel: str = KERNEL,
+    proof: str | None = None,
+) -> machines.Credential:
     with service.transaction() as session:
-        return machines.enrol(session, token, facts(n), now=service.clock(), lifetime=LIFETIME)
+        return machines.enrol(
+            session, token, facts(n, kernel), now=service.clock(), lifetime=LIFETIME, proof=proof
+        )
 
 
 def test_migrations_match_the_models(service: Service) -> None:
@@ -81,11 +93,12 @@ def test_enrolment_fills_slots_and_deenrolment_frees_them(service: Service) -> N
         assert [t.machines for t in tokens.list_tokens(session)] == [2]
 
 
-def test_reenrolling_the_same_machine_reuses_its_slot(service: Service) -> None:
+def test_reenrolling_the_same_machine_with_proof_reuses_its_slot(service: Service) -> None:
     token = make_token(service, limit=1)
     old = enrol(service, token, 1)
-    new = enrol(service, token, 1)
+    new = enrol(service, token, 1, proof=old.credential)
     assert new.credential != old.credential
+    assert not new.duplicate
     with service.transaction() as session:
         with pytest.raises(Unauthenticated):
             machines.authenticate(session, old.credential, now=service.clock())
@@ -165,20 +178,23 @@ def test_reports_keep_one_outcome_per_machine_and_stage(service: Service) -> Non
     credential = enrol(service, make_token(service), 1)
     with service.transaction() as session:
         session.add(_patch(service))
-    outcome = reports.Outcome("lp-k-1", "6.1.0-56-amd64", reports.Result.FAILED, 1, "EPERM", 5, 0)
-    for result in (
-        outcome,
-        outcome,
-        reports.Outcome(**{**outcome.__dict__, "result": reports.Result.APPLIED}),
+    outcome = reports.Outcome("lp-k-1", KERNEL, reports.Result.FAILED, 1, "EPERM", 5, 0)
+    applied = reports.Outcome(**{**outcome.__dict__, "result": reports.Result.APPLIED})
+    healthy = reports.Outcome(**{**applied.__dict__, "health": reports.Health.HEALTHY})
+    for result, counts in (
+        (outcome, (0, 1, 0)),
+        (outcome, (0, 1, 0)),
+        (applied, (0, 0, 1)),
+        (healthy, (1, 0, 0)),
     ):
         with service.transaction() as session:
-            machine = machines.authenticate(session, credential.credential, now=service.clock())
-            assert (
-                reports.record(session, machine.machine_id, result, now=service.clock()) == "canary"
+            stage = reports.accept(
+                session, credential.machine_id, credential.credential, result, now=service.clock()
             )
+            assert stage == "canary"
+            counted = reports.stage_outcomes(session, "lp-k-1", "canary", since=service.clock())
+            assert (counted.applied, counted.failed, counted.pending) == counts
     with service.transaction() as session:
-        counted = reports.stage_outcomes(session, "lp-k-1", "canary", since=service.clock())
-        assert (counted.applied, counted.failed) == (1, 0)
         [aggregate] = reports.aggregates(session, "lp-k-1")
         assert (aggregate.stage, aggregate.kernel, aggregate.applied) == (
             "canary",
@@ -189,19 +205,25 @@ def test_reports_keep_one_outcome_per_machine_and_stage(service: Service) -> Non
 
 def test_reports_for_unknown_patches_are_refused(service: Service) -> None:
     credential = enrol(service, make_token(service), 1)
-    outcome = reports.Outcome("lp-nope", "k", reports.Result.APPLIED, None, None, 1, 0)
+    outcome = reports.Outcome("lp-nope", KERNEL, reports.Result.APPLIED, None, None, 1, 0)
     with pytest.raises(ServerError, match="No patch"), service.transaction() as session:
-        machine = machines.authenticate(session, credential.credential, now=service.clock())
-        reports.record(session, machine.machine_id, outcome, now=service.clock())
+        reports.accept(session, "machine-1", credential.credential, outcome, now=service.clock())
 
 
-def _patch(service: Service) -> Patch:
+def _patch(
+    service: Service,
+    *,
+    kernels: tuple[str, ...] = (KERNEL,),
+    percentage: float = 100.0,
+    patch_id: str = "lp-k-1",
+) -> Patch:
+    """A patch in canary at `percentage` (100: every community machine is admitted)."""
     now = service.clock()
     return Patch(
-        patch_id="lp-k-1",
-        kernel_set="k",
+        patch_id=patch_id,
+        kernel_set=",".join(kernels),
         version=1,
-        kernels=["k"],
+        kernels=list(kernels),
         module_name="m",
         target_name="patches/lp-k-1.ko",
         sha256="0" * 64,
@@ -210,7 +232,7 @@ def _patch(service: Service) -> Patch:
         description="d",
         cves=[],
         stage="canary",
-        percentage=5.0,
+        percentage=percentage,
         halted=False,
         withdrawn=False,
         stage_started=now,
@@ -226,7 +248,7 @@ def test_batched_reports_store_outcomes_and_explain_refusals(
     credentials = [enrol(service, token, n) for n in range(6)]
     with service.transaction() as session:
         session.add(_patch(service))
-    outcome = reports.Outcome("lp-k-1", "6.1.0-56-amd64", reports.Result.APPLIED, None, None, 5, 0)
+    outcome = reports.Outcome("lp-k-1", KERNEL, reports.Result.APPLIED, None, None, 5, 0)
     failed = reports.Outcome(**{**outcome.__dict__, "result": reports.Result.FAILED, "errno": 2})
     queued = [
         service.telemetry.report(c.machine_id, c.credential, failed if i < 2 else outcome, clock())
@@ -284,9 +306,9 @@ def test_check_ins_are_verified_remembered_and_move_last_seen(
 
 def test_aggregates_are_per_stage_and_kernel(service: Service) -> None:
     token = make_token(service, limit=10)
-    credentials = [enrol(service, token, n) for n in range(4)]
+    credentials = [enrol(service, token, n, kernel=("k-a", "k-b")[n % 2]) for n in range(4)]
     with service.transaction() as session:
-        session.add(_patch(service))
+        session.add(_patch(service, kernels=("k-a", "k-b")))
 
     def report(n: int, kernel: str, result: reports.Result) -> None:
         outcome = reports.Outcome("lp-k-1", kernel, result, None, None, 1, 0)
@@ -317,7 +339,7 @@ def test_a_cancelled_report_is_dropped_without_harming_its_batch(service: Servic
     gone, stays = enrol(service, token, 1), enrol(service, token, 2)
     with service.transaction() as session:
         session.add(_patch(service))
-    outcome = reports.Outcome("lp-k-1", "k", reports.Result.APPLIED, None, None, 1, 0)
+    outcome = reports.Outcome("lp-k-1", KERNEL, reports.Result.APPLIED, None, None, 1, 0)
     cancelled: Future[str] = Future()
     assert cancelled.cancel()  # the client went away before the batch ran
     kept: Future[str] = Future()

@@ -189,6 +189,8 @@ class FakeService:
     renewals: int = 0
     lifetime: timedelta = timedelta(days=30)
     clock: Clock = field(default_factory=Clock)
+    proofs: list[str | None] = field(default_factory=list)
+    """The `proof` of each enrolment."""
 
     def _maybe_down(self, what: str) -> None:
         self.calls.append(what)
@@ -197,9 +199,17 @@ class FakeService:
             raise ServiceUnreachable("https://patches.test", "connection refused")
 
     def enrol(
-        self, *, token: str, machine_id: str, hostname: str, kernel: str, architecture: str
+        self,
+        *,
+        token: str,
+        machine_id: str,
+        hostname: str,
+        kernel: str,
+        architecture: str,
+        proof: str | None = None,
     ) -> EnrolResult:
         self._maybe_down("enrol")
+        self.proofs.append(proof)
         if token not in self.tokens:
             raise UnknownToken()
         credential = Credential("secret-credential", self.clock() + self.lifetime, self.clock())

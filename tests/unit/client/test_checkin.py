@@ -56,6 +56,14 @@ def test_enable_pins_root_saves_private_credential_and_checks_inline(world):
     assert "secret-credential" not in world.paths.state.read_text()
 
 
+def test_enable_sends_a_left_over_credential_as_proof_of_identity(world):
+    enrol(world)
+    assert world.service.proofs == [None]
+    StateFile(world.paths.state).save(replace(state(world), enrolment=None))
+    enrol(world)
+    assert world.service.proofs == [None, "secret-credential"]
+
+
 def test_enable_twice_is_refused(world):
     enrol(world)
     with pytest.raises(AlreadyEnabled):

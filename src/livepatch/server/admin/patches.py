@@ -43,6 +43,12 @@ def register(subparsers: Any) -> None:
     publish.add_argument("--moderate-percentage", type=float)
     publish.add_argument("--canary-soak-hours", type=float)
     publish.add_argument("--moderate-soak-hours", type=float)
+    publish.add_argument(
+        "--minimum-applied",
+        type=int,
+        metavar="N",
+        help="healthy reports a stage needs before it is promoted (default: the server's)",
+    )
     publish.set_defaults(handler=with_service(_publish))
 
     parser = subparsers.add_parser("patches", help="inspect and steer published patches")

@@ -43,17 +43,21 @@ def enrol(body: EnrolRequest, service: ServiceDep) -> EnrolResponse:
                 facts,
                 now=service.clock(),
                 lifetime=service.config.credential_lifetime,
+                proof=body.proof,
             )
     except ServerError as error:
         service.metrics.inc("livepatch_enrolment_refusals_total", code=error.code)
         raise
     service.metrics.inc("livepatch_enrolments_total")
+    if credential.duplicate:
+        service.metrics.inc("livepatch_duplicate_enrolments_total")
     return EnrolResponse(
         machine_id=credential.machine_id,
         credential=credential.credential,
         expires=credential.expires,
         tier=credential.tier.value,
         root=service.root(),
+        duplicate=credential.duplicate,
     )
 
 
@@ -120,6 +124,10 @@ async def record_report(
     )
     # Written with other reports in one transaction by the telemetry writer.
     written = service.telemetry.report(machine_id, credential, outcome, service.clock())
-    stage = await asyncio.wrap_future(written)
+    try:
+        stage = await asyncio.wrap_future(written)
+    except ServerError as error:
+        service.metrics.inc("livepatch_report_refusals_total", code=error.code)
+        raise
     service.metrics.inc("livepatch_reports_total", result=body.result)
     return stage

@@ -32,6 +32,13 @@ class EnrolRequest(Request):
     hostname: Hostname
     kernel: KernelKey
     architecture: Architecture
+    proof: Token | None = Field(
+        default=None,
+        description=(
+            "The machine's last credential (even expired), when it was enrolled before: "
+            "re-enrolling a known machine id without it makes a new, duplicate record."
+        ),
+    )
 
 
 class EnrolResponse(BaseModel):
@@ -40,6 +47,13 @@ class EnrolResponse(BaseModel):
     expires: datetime
     tier: Literal["community", "stable"]
     root: dict[str, Any] = Field(description="The TUF root metadata to pin.")
+    duplicate: bool = Field(
+        default=False,
+        description=(
+            "The machine id was already enrolled and no proof was given: this is a separate "
+            "record whose reports are not counted (give cloned images their own machine id)."
+        ),
+    )
 
 
 class RenewResponse(BaseModel):
