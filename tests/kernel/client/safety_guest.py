@@ -2,8 +2,10 @@
 
 Usage (in the guest, as root): python -m tests.kernel.client.safety_guest PHASE EXCHANGE
 
-The client's state directory is EXCHANGE/client, a host directory, so it
-outlives the first boot's crash as a disk would. The two sides take turns:
+The client's state directory is on a real disk (an ext4 image the host
+attaches to both boots, mounted at DISK), so it outlives the first boot's
+crash as a machine's disk does: only what was flushed survives, the journal
+is replayed at the next mount. The two sides take turns:
 the guest writes EXCHANGE/guest-STEP when it has done STEP and waits for the
 host's EXCHANGE/host-STEP (see tests/kernel/client/test_fleet_safety_in_vm.py).
 
@@ -31,14 +33,32 @@ from tests.kernel.guest.kmsg import dmesg_lines
 from tests.vm.report import emit
 
 BUG = "livepatch_cmdline_bug"
+DISK = Path("/tmp/livepatch-disk")
 HOST_WAIT = 120.0
 HEALTH_WINDOW = 3
+
+
+def mount_disk() -> None:
+    """Mount the host's ext4 image (virtme-ng attaches it as /dev/vda) at DISK."""
+    subprocess.run(["modprobe", "-a", "ext4"], check=False)
+    deadline = time.monotonic() + 30
+    while not (disks := sorted(Path("/sys/block").glob("vd*"))):
+        assert time.monotonic() < deadline, "no disk appeared"
+        time.sleep(0.2)
+    device = Path("/dev") / disks[0].name
+    if not device.exists():
+        major, minor = (disks[0] / "dev").read_text().split(":")
+        subprocess.run(["mknod", str(device), "b", major, minor.strip()], check=True)
+    DISK.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "ext4", str(device), str(DISK)], check=True)
 
 
 class SafetyGuest(Guest):
     def __init__(self, exchange: Path) -> None:
         super().__init__(exchange)
-        self.env["LIVEPATCH_STATE_DIR"] = str(exchange / "client")
+        mount_disk()
+        self.state_dir = DISK / "client"
+        self.env["LIVEPATCH_STATE_DIR"] = str(self.state_dir)
         self.facts: dict[str, Any] = {}
         self.daemon: subprocess.Popen[bytes] | None = None
         self.log = self.work / "daemon.log"
@@ -59,7 +79,7 @@ class SafetyGuest(Guest):
                 stdout=stream,
                 stderr=subprocess.STDOUT,
             )
-        control = self.exchange / "client" / "control.sock"
+        control = self.state_dir / "control.sock"
         deadline = time.monotonic() + 120
         while not control.exists():
             assert self.daemon.poll() is None, f"the daemon exited: {self.log.read_text()}"
@@ -115,7 +135,7 @@ class SafetyGuest(Guest):
 
         facts["refresh_bug"] = self.livepatch("refresh")
         facts["patches_bug"] = loaded_patches()
-        facts["intent_bug"] = json.loads((self.exchange / "client/apply-intent.json").read_text())
+        facts["intent_bug"] = json.loads((self.state_dir / "apply-intent.json").read_text())
         facts["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         self.mark("faulty patch applied")
         facts["timings"] = self.timings
@@ -129,7 +149,7 @@ class SafetyGuest(Guest):
         facts["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         self.wait_for_network()
         self.start_daemon()
-        facts["intent_after_start"] = (self.exchange / "client/apply-intent.json").exists()
+        facts["intent_after_start"] = (self.state_dir / "apply-intent.json").exists()
         self.refresh("after_crash")
         facts["human_after_crash"] = self.livepatch("status")
         facts["bug_module_loaded"] = Path(f"/sys/module/{BUG}").exists()

@@ -8,7 +8,8 @@ window; `patches revoke v2` takes the machine back to v1 by atomic replace
 with the machine in it, loads cleanly; reading /proc/cmdline hits its BUG(),
 oops=panic takes the machine down (virtme-ng's panic=-1 and -no-reboot end
 the VM, as a reset would).
-Boot 2, on the same state directory (a host directory, as a disk): the daemon
+Boot 2, on the same state directory (an ext4 disk image attached to both
+boots, so only what the client flushed survives the crash): the daemon
 finds the apply intent of the first boot, reports `crashed`, never loads the
 faulty patch again, `status` says so in one sentence, and the service's
 rollout engine halts the faulty patch on that report.
@@ -19,6 +20,7 @@ The guest side is tests/kernel/client/safety_guest.py.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -116,6 +118,9 @@ def boots(
     service: PatchService, modules: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[GuestRun, GuestRun, Host]:
     exchange = tmp_path_factory.mktemp("safety-exchange")
+    disk = tmp_path_factory.mktemp("safety-disk") / "state.ext4"
+    subprocess.run(["truncate", "-s", "64M", str(disk)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(disk)], check=True)
     host = Host(service, modules, exchange)
     host.ids["v1"] = service.publish(default_release(), V1, module=modules[V1])
     (exchange / "input.json").write_text(
@@ -136,6 +141,7 @@ def boots(
             rwdirs=[exchange],
             timeout=BOOT_TIMEOUT,
             append=["oops=panic"],
+            disks=[disk],
         )
         host.drive(boot)
         first = GuestRun(boot.result())
@@ -146,6 +152,7 @@ def boots(
             str(exchange),
             rwdirs=[exchange],
             timeout=BOOT_TIMEOUT,
+            disks=[disk],
         )
     )
     print(f"VM runs {first.result.duration:.0f} s and {second.result.duration:.0f} s")

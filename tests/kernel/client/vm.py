@@ -7,7 +7,10 @@ emulated CPU), so the service runs on the host and only the client runs in
 the guest. `rwdirs` are host directories the guest may write: the two sides
 hand each other files there while the guest runs. `append` adds kernel
 command-line arguments (virtme-ng itself sets panic=-1 and qemu's -no-reboot
-for --exec, so a panic ends the VM at once, as a reset would).
+for --exec, so a panic ends the VM at once, as a reset would). `disks` are
+image files attached as disks (/dev/vda, …): a disk the guest
+mounts survives a crash as a real machine's does, which 9p directories do not
+model (and 9p holds no sockets).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def python_in_networked_vm(
     timeout: float = 240.0,
     memory: str = "1G",
     append: Sequence[str] = (),
+    disks: Sequence[Path] = (),
 ) -> VmResult:
     command = " ".join(
         [
@@ -61,6 +65,8 @@ def python_in_networked_vm(
         argv += ["--rwdir", str(directory)]
     for argument in append:
         argv += ["--append", argument]
+    for disk in disks:
+        argv += ["--disk", str(disk)]
     argv += ["--exec", command]
     environment = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     started = time.monotonic()

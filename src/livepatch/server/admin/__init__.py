@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "livepatch.server.admin.keys",
     "livepatch.server.admin.tokens",
     "livepatch.server.admin.patches",
+    "livepatch.server.admin.preflight",
 )
 
 
