@@ -218,6 +218,7 @@ class Demo:
         module = self.modules[spec.module]
         info = self.host_json(
             "publish",
+            "--no-preflight",
             str(module.relative_to(self.workdir)),
             "--kernel",
             self.kernel,

@@ -74,6 +74,8 @@ class Publication:
     description: str
     overrides: dict[str, float]
     """Per-patch policy: keys from POLICY_KEYS."""
+    preflight: dict[str, str] | None = None
+    """What the pre-flight found (``result``, ``kernel``, ``at``), signed into the target."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class PatchInfo:
     stage_started: datetime
     created: datetime
     policy: RolloutPolicy
+    preflight: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ def custom_fields(patch: Patch) -> dict[str, Any]:
             "percentage": patch.percentage,
             "halted": patch.halted,
         },
+        **({"preflight": dict(patch.preflight)} if patch.preflight else {}),
     }
 
 
@@ -196,6 +200,7 @@ def publish(service: Service, publication: Publication) -> PatchInfo:
             stage_started=now,
             created=now,
             policy=dict(publication.overrides),
+            preflight=publication.preflight,
         )
         session.add(patch)
         session.flush()
@@ -532,4 +537,5 @@ def _info(patch: Patch, server_policy: RolloutPolicy) -> PatchInfo:
         stage_started=patch.stage_started,
         created=patch.created,
         policy=effective_policy(server_policy, patch.policy),
+        preflight=patch.preflight,
     )

@@ -199,6 +199,7 @@ class PatchService:
             module.write_bytes(make_module(module_name, vermagic=f"{kernel} SMP preempt"))
         published = self.admin_json(
             "publish",
+            "--no-preflight",
             str(module),
             "--kernel",
             kernel,

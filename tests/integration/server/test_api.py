@@ -284,6 +284,7 @@ def test_publish_report_and_show(live: LiveServer, module_file: Path) -> None:
     enrolled = enrol(live, token)
     published = live.admin_json(
         "publish",
+        "--no-preflight",
         str(module_file),
         "--kernel",
         KERNEL,
@@ -331,6 +332,7 @@ def test_publish_report_and_show(live: LiveServer, module_file: Path) -> None:
 def test_halt_is_signed_into_metadata(live: LiveServer, module_file: Path) -> None:
     published = live.admin_json(
         "publish",
+        "--no-preflight",
         str(module_file),
         "--kernel",
         "5.15.0-1-generic",
@@ -415,6 +417,7 @@ def test_concurrent_reports_are_all_stored_and_refusals_explained(
     machines = [enrol(live, new_token(live, machines=1)) for _ in range(12)]
     published = live.admin_json(
         "publish",
+        "--no-preflight",
         str(module_file),
         "--kernel",
         "6.1.0-99-amd64",
@@ -481,6 +484,7 @@ def test_targets_are_served_by_consistent_snapshot_name(
 ) -> None:
     published = live.admin_json(
         "publish",
+        "--no-preflight",
         str(module_file),
         "--kernel",
         "6.8.0-1-generic",

@@ -75,6 +75,7 @@ def test_publishing_a_module_name_in_use_for_the_kernel_is_refused(tmp_path: Pat
     publish = [
         str(BIN / "livepatch-admin"),
         "publish",
+        "--no-preflight",
         str(module),
         "--kernel",
         "6.1.0-56-amd64",
@@ -115,6 +116,7 @@ def test_the_server_applies_the_engine_by_itself(tmp_path: Path) -> None:
     with live_server(data, f"sqlite:///{data}/livepatch.db", tls=False) as server:
         published = server.admin_json(
             "publish",
+            "--no-preflight",
             str(module),
             "--kernel",
             "6.1.0-1-amd64",

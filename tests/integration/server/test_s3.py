@@ -144,6 +144,7 @@ def test_publish_and_serve_through_a_bucket(
     with live_server(data_dir, f"sqlite:///{data_dir}/livepatch.db", blobs=blobs) as live:
         published = live.admin_json(
             "publish",
+            "--no-preflight",
             str(module_file),
             "--kernel",
             "6.1.0-56-amd64",

@@ -44,6 +44,11 @@ def register(subparsers: Any) -> None:
     publish.add_argument("--canary-soak-hours", type=float)
     publish.add_argument("--moderate-soak-hours", type=float)
     publish.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the pre-flight on each kernel (the patch is marked as not pre-flighted)",
+    )
+    publish.add_argument(
         "--minimum-applied",
         type=int,
         metavar="N",
@@ -83,9 +88,12 @@ def _publish(service: Service, args: argparse.Namespace) -> int:
         module = args.module.read_bytes()
     except OSError as error:
         raise InvalidRequest(f"Cannot read {args.module}: {error.strerror}.") from error
+    from livepatch.server.admin.preflight import preflight_record
+
     overrides = {
         key: getattr(args, key) for key in patches.POLICY_KEYS if getattr(args, key) is not None
     }
+    record = preflight_record(service, module, args.kernel, skip=args.no_preflight)
     info = patches.publish(
         service,
         patches.Publication(
@@ -95,6 +103,7 @@ def _publish(service: Service, args: argparse.Namespace) -> int:
             severity=patches.Severity(args.severity),
             description=args.description,
             overrides=overrides,
+            preflight=record,
         ),
     )
     _print_info(info, args.format)
@@ -109,10 +118,19 @@ def _list(service: Service, args: argparse.Namespace) -> int:
         print(dump_json([_info_dict(i) for i in found]))
         return 0
     rows = [
-        (i.patch_id, ",".join(i.kernels), i.severity, _state(i), i.stage_started, ",".join(i.cves))
+        (
+            i.patch_id,
+            ",".join(i.kernels),
+            i.severity,
+            _state(i),
+            i.stage_started,
+            (i.preflight or {}).get("result", "none"),
+            ",".join(i.cves),
+        )
         for i in found
     ]
-    print(table(("PATCH", "KERNELS", "SEVERITY", "ROLLOUT", "SINCE", "CVES"), rows))
+    headers = ("PATCH", "KERNELS", "SEVERITY", "ROLLOUT", "SINCE", "PREFLIGHT", "CVES")
+    print(table(headers, rows))
     return 0
 
 
@@ -211,6 +229,7 @@ def _info_dict(info: patches.PatchInfo) -> dict[str, Any]:
         "severity": info.severity,
         "description": info.description,
         "cves": info.cves,
+        "preflight": info.preflight,
         "rollout": {
             "stage": info.state.stage.value,
             "percentage": info.state.percentage,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,32 @@ def preflight(
         cert_path = Path(work) / "signing.pem"
         cert_path.write_bytes(cert.public_bytes(Encoding.PEM))
         return run_preflight(image, path, cert_path, wait=wait)
+
+
+def preflight_record(
+    service: Service, module: bytes, kernels: Sequence[str], *, skip: bool
+) -> dict[str, str]:
+    """Run the pre-flight on every kernel (unless `skip`); the record publish signs.
+
+    Raises InvalidRequest with the reason when the module fails on any kernel.
+    """
+    from livepatch.preflight.result import failure_reason
+    from livepatch.trust.patchmeta import rfc3339
+
+    keys = sorted(set(kernels))
+    if not skip:
+        for kernel in keys:
+            result = preflight(service, module, kernel)
+            if not result.passed:
+                raise InvalidRequest(
+                    f"Pre-flight refused the module: {failure_reason(result)}; fix the "
+                    "module, or publish with --no-preflight to skip the check."
+                )
+    return {
+        "result": "skipped" if skip else "passed",
+        "kernel": ",".join(keys),
+        "at": rfc3339(service.clock()),
+    }
 
 
 def _preflight(service: Service, args: argparse.Namespace) -> int:

@@ -133,6 +133,8 @@ class Patch(Base):
     """Per-patch overrides of the server's rollout policy (percentages, soak seconds)."""
     revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoke_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    preflight: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
+    """The pre-flight record signed into the target (see docs/CONTRACTS.md)."""
 
     __table_args__ = (UniqueConstraint("kernel_set", "version"),)
 
