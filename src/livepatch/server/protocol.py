@@ -115,7 +115,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
             return
         self._disarm()
-        self.transport.write(self._refusal)
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(self._refusal)
+        # else the application answered already: the connection just ends.
         self.transport.close()
 
     def _refuse(self, status: int, code: str, message: str) -> None:
