@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from livepatch.server import protocol
 from livepatch.server.api.app import create_app
 from livepatch.server.api.fastpath import ASGIApp
 from livepatch.server.config import load_config
@@ -27,6 +28,7 @@ def create() -> ASGIApp:
     database = os.environ.get(DATABASE_VAR) or None
     blobs = os.environ.get(BLOBS_VAR) or None
     config = load_config(Path(os.environ[DATA_DIR_VAR]), database, blobs_url=blobs)
+    protocol.configure(config.limits)
     service = Service(config)
     metrics_dir = os.environ.get(METRICS_DIR_VAR)
     if metrics_dir:

@@ -60,9 +60,10 @@ def config_from(args: argparse.Namespace) -> ServerConfig:
 
 def prepare(config: ServerConfig) -> None:
     """Migrate the database and make sure the signed repository exists."""
+    from livepatch.server.private import private_directory
     from livepatch.server.service import Service
 
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    private_directory(config.data_dir)
     service = Service(config)
     try:
         service.database.migrate()
@@ -77,6 +78,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from livepatch.server import asgi
     from livepatch.server.metrics import reset_directory
+    from livepatch.server.protocol import GuardedHttpToolsProtocol
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigurationError("Give both --tls-cert and --tls-key, or neither.")
@@ -91,6 +93,8 @@ def serve(args: argparse.Namespace) -> int:
     reset_directory(config.metrics_dir)
     os.environ[asgi.METRICS_DIR_VAR] = str(config.metrics_dir)
     port = args.port or (DEFAULT_PORT_TLS if args.tls_cert else DEFAULT_PORT_PLAIN)
+    _raise_open_file_limit()
+    limits = config.limits
     uvicorn.run(
         "livepatch.server.asgi:create",
         factory=True,
@@ -102,17 +106,30 @@ def serve(args: argparse.Namespace) -> int:
         log_level="debug" if args.debug else "warning",
         access_log=args.debug,
         server_header=False,
-        # Client addresses are not used: skip the X-Forwarded-* rewriting per request.
+        # Client addresses are the peer's (rate limits use them): never X-Forwarded-For.
         proxy_headers=False,
+        http=GuardedHttpToolsProtocol,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_timeout,
     )
     return 0
 
 
+def _raise_open_file_limit() -> None:
+    """Let connections use every file descriptor the system allows, not the soft default."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def migrate(args: argparse.Namespace) -> int:
+    from livepatch.server.private import private_directory
     from livepatch.server.service import Service
 
     config = config_from(args)
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    private_directory(config.data_dir)
     service = Service(config)
     try:
         service.database.migrate()

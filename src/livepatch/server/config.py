@@ -101,6 +101,78 @@ class RolloutPolicy:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A token bucket: `per_second` sustained, `burst` at once."""
+
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ConfigurationError(
+                f"A rate needs per_second > 0 and burst >= 1, not {self.per_second}/{self.burst}."
+            )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size, time, connection and rate limits of the HTTP service (``[limits]``).
+
+    Rates are per worker process: with N workers a client may get up to N
+    times as much through before it sees 429.
+    """
+
+    max_body_bytes: int = 1024 * 1024
+    """Larger request bodies get 413 before they are read."""
+    max_header_bytes: int = 16 * 1024
+    """Request line and headers together; more gets 431."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's line and headers (slow-loris)."""
+    body_timeout: float = 30.0
+    """Seconds a request may take to send its whole body once its headers are in."""
+    keep_alive_timeout: int = 5
+    """Seconds an idle keep-alive connection stays open."""
+    max_connections: int = 1000
+    """Concurrent connections per worker; more get 503."""
+    max_connections_per_address: int = 256
+    """Concurrent connections per client address per worker; more are closed at once."""
+    enrol_per_address: Rate = Rate(5.0, 100)
+    enrol_per_token: Rate = Rate(5.0, 200)
+    report_per_credential: Rate = Rate(0.5, 20)
+    report_per_address: Rate = Rate(50.0, 500)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Limits:
+        """From a ``[limits]`` table; a rate is ``{per_second = 2.0, burst = 60}``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown limit {unknown[0]!r}: use one of {', '.join(sorted(known))}."
+            )
+        kwargs: dict[str, Any] = {}
+        try:
+            for item in fields(cls):
+                if item.name not in values:
+                    continue
+                value = values[item.name]
+                default = getattr(cls, item.name)
+                if isinstance(default, Rate):
+                    if not isinstance(value, dict):
+                        raise TypeError(f"{item.name} must be a table")
+                    kwargs[item.name] = Rate(float(value["per_second"]), int(value["burst"]))
+                else:
+                    kwargs[item.name] = type(default)(value)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ConfigurationError(f"A [limits] setting is invalid: {error}.") from error
+        limits = cls(**kwargs)
+        for name in ("max_body_bytes", "max_header_bytes", "max_connections"):
+            if getattr(limits, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1.")
+        return limits
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Locations of the service's state and its policy."""
 
@@ -114,6 +186,9 @@ class ServerConfig:
     credential_lifetime: timedelta = timedelta(days=30)
     blobs_url: str | None = None
     """Where metadata and blobs are served from (see ``blobs.open_store``); None: blob_dir."""
+    limits: Limits = field(default_factory=Limits)
+    metrics_token: str | None = None
+    """When set, ``/metrics`` needs ``Authorization: Bearer <metrics_token>``."""
 
     @property
     def blob_dir(self) -> Path:
@@ -169,8 +244,12 @@ def load_config(
             ) from error
     server = table.get("server", {})
     rollout = table.get("rollout", {})
-    if not isinstance(server, dict) or not isinstance(rollout, dict):
-        raise ConfigurationError(f"{config_file}: [server] and [rollout] must be tables.")
+    limits = table.get("limits", {})
+    if not all(isinstance(t, dict) for t in (server, rollout, limits)):
+        raise ConfigurationError(f"{config_file}: [server], [rollout] and [limits] must be tables.")
+    metrics_token = server.get("metrics_token")
+    if metrics_token is not None and (not isinstance(metrics_token, str) or not metrics_token):
+        raise ConfigurationError(f"{config_file}: server.metrics_token must be a string.")
     url = database_url or server.get("database") or sqlite_url(data_dir)
     if not isinstance(url, str):
         raise ConfigurationError(f"{config_file}: server.database must be a URL string.")
@@ -182,6 +261,8 @@ def load_config(
         database_url=url,
         policy=RolloutPolicy.from_mapping(rollout),
         blobs_url=blobs,
+        limits=Limits.from_mapping(limits),
+        metrics_token=metrics_token,
     )
     try:
         if "timestamp_refresh_hours" in server:

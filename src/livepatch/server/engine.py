@@ -161,7 +161,7 @@ def decide(rollout: PatchRollout, outcomes: Outcomes, now: datetime) -> Decision
             f"waiting for {missing} more healthy reports in {state.stage.value}",
             state,
         )
-    if outcomes.tokens(failed=False) < policy.minimum_tokens:
+    if policy.minimum_applied and outcomes.tokens(failed=False) < policy.minimum_tokens:
         reason = (
             f"waiting for healthy reports from {policy.minimum_tokens} different tokens in "
             f"{state.stage.value} (now {outcomes.tokens(failed=False)})"

@@ -117,18 +117,17 @@ def module_name(module: bytes) -> str:
 
 
 def effective_policy(server: RolloutPolicy, overrides: dict[str, float]) -> RolloutPolicy:
-    policy = server
-    if "canary_percentage" in overrides:
-        policy = replace(policy, canary_percentage=float(overrides["canary_percentage"]))
-    if "moderate_percentage" in overrides:
-        policy = replace(policy, moderate_percentage=float(overrides["moderate_percentage"]))
-    if "canary_soak_hours" in overrides:
-        policy = replace(policy, canary_soak=timedelta(hours=overrides["canary_soak_hours"]))
-    if "moderate_soak_hours" in overrides:
-        policy = replace(policy, moderate_soak=timedelta(hours=overrides["moderate_soak_hours"]))
+    """The server's policy with the patch's overrides, validated once as a whole."""
+    changes: dict[str, Any] = {}
+    for name in ("canary_percentage", "moderate_percentage"):
+        if name in overrides:
+            changes[name] = float(overrides[name])
+    for stage in ("canary", "moderate"):
+        if f"{stage}_soak_hours" in overrides:
+            changes[f"{stage}_soak"] = timedelta(hours=overrides[f"{stage}_soak_hours"])
     if "minimum_applied" in overrides:
-        policy = replace(policy, minimum_applied=int(overrides["minimum_applied"]))
-    return RolloutPolicy(**{f: getattr(policy, f) for f in policy.__dataclass_fields__})
+        changes["minimum_applied"] = int(overrides["minimum_applied"])
+    return replace(server, **changes)
 
 
 def custom_fields(patch: Patch) -> dict[str, Any]:

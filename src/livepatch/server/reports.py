@@ -86,7 +86,8 @@ class Reporter:
     machine_id: str
     tier: Tier
     kernel: str
-    token_id: int
+    token_id: int | None
+    """None only for reports recorded without enrolment (simulations): uncapped."""
     duplicate: bool
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from livepatch.rollout import bucket
 from livepatch.trust import patchmeta
 from tests.integration.server.live import (
     LiveServer,
@@ -33,18 +34,29 @@ def new_token(live: LiveServer, machines: int = 3, tier: str = "community") -> s
     return str(created["token"])
 
 
-def enrol_body(token: str, machine_id: str | None = None) -> dict[str, str]:
+def enrol_body(token: str, machine_id: str | None = None, kernel: str = KERNEL) -> dict[str, str]:
     return {
         "token": token,
         "machine_id": machine_id or uuid.uuid4().hex,
         "hostname": "host.example",
-        "kernel": KERNEL,
+        "kernel": kernel,
         "architecture": "amd64",
     }
 
 
-def enrol(live: LiveServer, token: str, machine_id: str | None = None) -> dict[str, Any]:
-    response = live.client().post("/v1/enrol", json=enrol_body(token, machine_id))
+def admitted_id(patch_id: str, percentage: float = 5.0) -> str:
+    """A machine id the patch's canary admits (the bucket formula picks it, as a fleet would)."""
+    for n in range(100_000):
+        machine_id = f"canary-{uuid.uuid4().hex[:8]}-{n}"
+        if bucket(machine_id, patch_id) < percentage * 100:
+            return machine_id
+    raise AssertionError("no admitted machine id found")
+
+
+def enrol(
+    live: LiveServer, token: str, machine_id: str | None = None, kernel: str = KERNEL
+) -> dict[str, Any]:
+    response = live.client().post("/v1/enrol", json=enrol_body(token, machine_id, kernel))
     assert response.status_code == 201, response.text
     document: dict[str, Any] = response.json()
     return document
@@ -281,7 +293,6 @@ def test_paths_out_of_the_repository_are_refused(live: LiveServer, path: str) ->
 
 def test_publish_report_and_show(live: LiveServer, module_file: Path) -> None:
     token = new_token(live, machines=5)
-    enrolled = enrol(live, token)
     published = live.admin_json(
         "publish",
         "--no-preflight",
@@ -308,6 +319,7 @@ def test_publish_report_and_show(live: LiveServer, module_file: Path) -> None:
     custom = signed_custom(targets, f"patches/{patch_id}.ko")
     assert custom["rollout"] == {"stage": "canary", "percentage": 5.0, "halted": False}
     assert custom["cves"][0]["id"] == "CVE-2024-1086"
+    enrolled = enrol(live, token, admitted_id(patch_id))
     report = {
         "patch_id": patch_id,
         "kernel": KERNEL,
@@ -414,11 +426,17 @@ def test_a_remembered_credential_stops_working_when_renewed_or_deenrolled(
 def test_concurrent_reports_are_all_stored_and_refusals_explained(
     live: LiveServer, module_file: Path
 ) -> None:
-    machines = [enrol(live, new_token(live, machines=1)) for _ in range(12)]
+    machines = [
+        enrol(live, new_token(live, machines=1), kernel="6.1.0-99-amd64") for _ in range(12)
+    ]
     published = live.admin_json(
         "publish",
         "--no-preflight",
         str(module_file),
+        "--canary-percentage",
+        "100",
+        "--moderate-percentage",
+        "100",
         "--kernel",
         "6.1.0-99-amd64",
         "--cve",

@@ -109,7 +109,9 @@ def test_the_server_applies_the_engine_by_itself(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "config.toml").write_text(
-        "[server]\nengine_interval_seconds = 0.5\n[rollout]\ncanary_soak_hours = 0\n"
+        "[server]\nengine_interval_seconds = 0.5\n"
+        # No machine reports here: promotion needs no evidence.
+        "[rollout]\ncanary_soak_hours = 0\nminimum_applied = 0\n"
     )
     module = tmp_path / "m.ko"
     module.write_bytes(b"\x7fELF" + b"\0" * 60 + b"\0name=livepatch_x\0")

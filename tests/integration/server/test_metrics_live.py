@@ -29,6 +29,7 @@ from tests.integration.server.live import (
 )
 
 KERNEL = "6.1.0-56-amd64"
+FAILING_KERNEL = "6.1.0-57-amd64"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -37,7 +38,9 @@ def engine_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Li
     data.mkdir()
     (data / "config.toml").write_text(
         "[server]\nengine_interval_seconds = 0.5\n"
-        "[rollout]\ncanary_soak_hours = 0\nminimum_sample = 1\n"
+        "[rollout]\ncanary_soak_hours = 0\nminimum_sample = 1\nminimum_applied = 1\n"
+        # Every machine is in every stage, so that each report counts.
+        "canary_percentage = 100.0\nmoderate_percentage = 100.0\n"
     )
     if request.param == "sqlite":
         url = f"sqlite:///{data}/livepatch.db"
@@ -80,12 +83,12 @@ def test_counters_for_enrolments_check_ins_outcomes_promotions_and_halts(
     token = live.admin_json("tokens", "create", "--machines", "5")["token"]
     client = live.client()
     machines = []
-    for _ in range(2):
+    for kernel in (KERNEL, FAILING_KERNEL):
         body = {
             "token": token,
             "machine_id": uuid.uuid4().hex,
             "hostname": "h",
-            "kernel": KERNEL,
+            "kernel": kernel,
             "architecture": "amd64",
         }
         response = client.post("/v1/enrol", json=body)
@@ -104,17 +107,18 @@ def test_counters_for_enrolments_check_ins_outcomes_promotions_and_halts(
 
     healthy = publish(live, module_file, KERNEL)
     # A day of soak keeps the failing patch in canary until the engine sees its report.
-    failing = publish(live, module_file, "6.1.0-57-amd64", "--canary-soak-hours", "24")
-    for machine, patch, result in (
-        (machines[0], healthy, "applied"),
-        (machines[1], failing, "failed"),
+    failing = publish(live, module_file, FAILING_KERNEL, "--canary-soak-hours", "24")
+    for machine, patch, kernel, result in (
+        (machines[0], healthy, KERNEL, "applied"),
+        (machines[1], failing, FAILING_KERNEL, "failed"),
     ):
         response = client.post(
             f"/v1/machines/{machine['machine_id']}/reports",
             json={
                 "patch_id": patch,
-                "kernel": KERNEL,
+                "kernel": kernel,
                 "result": result,
+                "health": "healthy" if result == "applied" else None,
                 "errno": None if result == "applied" else 1,
                 "reason": None,
                 "duration_ms": 10,

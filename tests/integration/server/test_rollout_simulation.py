@@ -3,14 +3,15 @@
 Each simulated hour every machine reads the *signed* targets metadata (its
 signature checked against the root), decides membership with
 livepatch.rollout.admits exactly as a client does, applies the patch if
-admitted and reports; then the server's engine runs. Nothing but the signed
-rollout fields decides who applies.
+admitted and reports `applied` (health not judged yet), then an hour later
+the verdict of its health window; then the server's engine runs. Nothing but
+the signed rollout fields decides who applies.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,15 @@ def signed_rollout(metadata_dir: Path, target: str) -> RolloutState:
     return RolloutState(Stage(rollout["stage"]), rollout["percentage"], rollout["halted"])
 
 
-def simulate(service: Service, clock: Clock, failing: set[str], hours: int) -> dict[str, object]:
+def simulate(
+    service: Service,
+    clock: Clock,
+    failing: set[str],
+    hours: int,
+    *,
+    unhealthy: frozenset[str] = frozenset(),
+    fleet: list[SimulatedMachine] = FLEET,
+) -> dict[str, object]:
     published = patches.publish(
         service,
         patches.Publication(
@@ -71,25 +80,33 @@ def simulate(service: Service, clock: Clock, failing: set[str], hours: int) -> d
     metadata_dir = service.config.metadata_dir
     ever_admitted: set[str] = set()
     reported: set[str] = set()
+    judged: set[str] = set()
     stages_seen: list[Stage] = []
     for _ in range(hours):
         state = signed_rollout(metadata_dir, target)
         stages_seen.append(state.stage)
-        admitted = [m for m in FLEET if admits(state, m.machine_id, patch_id, m.tier)]
+        admitted = [m for m in fleet if admits(state, m.machine_id, patch_id, m.tier)]
         ever_admitted.update(m.machine_id for m in admitted)
+        applied = reports.Outcome(patch_id, KERNEL, reports.Result.APPLIED, None, None, 40, 0)
         with service.transaction() as session:
             for machine in admitted:
-                if machine.machine_id in reported:
-                    continue
+                reporter = reports.Reporter(machine.machine_id, machine.tier, KERNEL, None, False)
                 if machine.machine_id in failing:
                     outcome = reports.Outcome(
                         patch_id, KERNEL, reports.Result.FAILED, 22, "Invalid argument", 40, 0
                     )
+                elif machine.machine_id not in reported:
+                    outcome = applied  # just loaded: health not judged yet
+                elif machine.machine_id not in judged:
+                    sick = machine.machine_id in unhealthy
+                    health = reports.Health.UNHEALTHY if sick else reports.Health.HEALTHY
+                    outcome = replace(applied, health=health, evidence="W" if sick else None)
+                    judged.add(machine.machine_id)
                 else:
-                    outcome = reports.Outcome(
-                        patch_id, KERNEL, reports.Result.APPLIED, None, None, 40, 0
-                    )
-                reports.record(session, machine.machine_id, outcome, now=clock.now)
+                    continue
+                if machine.machine_id in reported and outcome.result is reports.Result.FAILED:
+                    continue
+                reports.record(session, reporter, outcome, state.stage.value, now=clock.now)
                 reported.add(machine.machine_id)
         patches.apply_engine(service)
         clock.advance(hours=1)
@@ -150,3 +167,31 @@ def test_a_patch_failing_on_five_percent_of_canaries_halts_in_canary(
     assert isinstance(detail, patches.PatchDetail)
     assert detail.info.halt_reason is not None and "canary" in detail.info.halt_reason
     assert detail.aggregates[0].failed == len(failing)
+
+
+@pytest.mark.slow
+def test_a_stage_with_no_machines_never_promotes(service: Service, clock: Clock) -> None:
+    stable_only = [m for m in FLEET if m.tier is Tier.STABLE]  # never canaries
+    result = simulate(service, clock, failing=set(), hours=80, fleet=stable_only)
+    assert result["final"] == RolloutState(Stage.CANARY, 5.0, False)
+    assert result["ever_admitted"] == set()
+    detail = result["info"]
+    assert isinstance(detail, patches.PatchDetail)
+    assert detail.decision.reason == "waiting for 5 more healthy reports in canary"
+
+
+@pytest.mark.slow
+def test_a_patch_healthy_on_load_but_unhealthy_afterwards_is_halted(
+    service: Service, clock: Clock
+) -> None:
+    patch_id = "lp-6.1.0-56-amd64-1"
+    canaries = sorted(canary_members(patch_id))
+    sick = frozenset(canaries[::10])  # 10% turn unhealthy after their health window
+    result = simulate(service, clock, failing=set(), hours=80, unhealthy=sick)
+    final = result["final"]
+    assert isinstance(final, RolloutState)
+    assert final.halted and final.stage is Stage.CANARY
+    assert result["errors"] == {("applied", None, None)}  # every load succeeded
+    detail = result["info"]
+    assert isinstance(detail, patches.PatchDetail)
+    assert detail.info.halt_reason is not None and "unhealthy" in detail.info.halt_reason

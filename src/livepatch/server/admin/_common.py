@@ -25,9 +25,12 @@ def add_common_options(parser: argparse.ArgumentParser, *, formats: bool = False
 
 def open_service(args: argparse.Namespace) -> Service:
     """The service over the same data directory and database as `livepatch-server`."""
+    from livepatch.server.private import private_directory
     from livepatch.server.service import Service
 
-    service = Service(config_from(args))
+    config = config_from(args)
+    private_directory(config.data_dir)
+    service = Service(config)
     service.database.migrate()
     return service
 

@@ -41,6 +41,10 @@ def _add_locations(parser: argparse.ArgumentParser, *, metadata: bool = False) -
 
 
 def _init(args: argparse.Namespace) -> int:
+    from livepatch.server.config import default_data_dir
+    from livepatch.server.private import private_directory
+
+    private_directory(args.data_dir or default_data_dir())
     keys = _key_directory(args)
     keys.init(
         algorithm=args.algorithm,

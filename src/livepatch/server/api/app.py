@@ -13,6 +13,7 @@ from livepatch import __version__
 from livepatch.server.api import errors, machines, ops, repository
 from livepatch.server.api.fastpath import ASGIApp, FastPaths
 from livepatch.server.periodic import run_periodic
+from livepatch.server.ratelimit import RateLimits
 from livepatch.server.service import Service
 
 log = logging.getLogger(__name__)
@@ -54,5 +55,6 @@ def create_api(service: Service, *, periodic: bool = False) -> FastAPI:
 
 
 def create_app(service: Service, *, periodic: bool = False) -> ASGIApp:
-    """The ASGI application to serve: the API behind the fast paths."""
-    return FastPaths(create_api(service, periodic=periodic), service)
+    """The ASGI application to serve: rate limits, then the fast paths, then the API."""
+    fast = FastPaths(create_api(service, periodic=periodic), service)
+    return RateLimits(fast, service.config.limits, service.metrics)

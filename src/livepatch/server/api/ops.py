@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select, text
 
-from livepatch.server.api.deps import ServiceDep
+from livepatch.server.api.deps import OptionalCredentialDep, ServiceDep
 from livepatch.server.api.schemas import Health, errors
+from livepatch.server.errors import Unauthenticated
 from livepatch.server.metrics import Labels, Series
 from livepatch.server.patches import HALT, PROMOTION
 from livepatch.server.service import Service
@@ -28,6 +31,12 @@ def healthz(service: ServiceDep) -> Health:
     response_class=PlainTextResponse,
     responses={
         200: {"content": {"text/plain": {}}},
+        401: {
+            "description": "The server has a metrics token and the request did not give it.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+            },
+        },
         503: {
             "description": "The database is unavailable.",
             "content": {
@@ -37,7 +46,15 @@ def healthz(service: ServiceDep) -> Health:
     },
     summary="Prometheus metrics",
 )
-def metrics(service: ServiceDep) -> PlainTextResponse:
+def metrics(service: ServiceDep, credential: OptionalCredentialDep) -> PlainTextResponse:
+    expected = service.config.metrics_token
+    if expected is not None and (
+        credential is None or not hmac.compare_digest(credential.encode(), expected.encode())
+    ):
+        raise Unauthenticated(
+            "This server's metrics need 'Authorization: Bearer <metrics_token>' "
+            "(server.metrics_token in config.toml)."
+        )
     counters, gauges = database_series(service)
     return PlainTextResponse(
         service.metrics.render(gauges, counters), media_type="text/plain; version=0.0.4"

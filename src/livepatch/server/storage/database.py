@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from livepatch.server.errors import ConfigurationError
+from livepatch.server.private import private_directory, private_file
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -115,7 +116,10 @@ class Database:
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database)
+        if not path.parent.exists():  # an existing one may be shared (/tmp): left alone
+            private_directory(path.parent)
+        private_file(path)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
 
     @event.listens_for(engine, "connect")

@@ -1,0 +1,165 @@
+"""Rate limits on enrolment and reports, per address and per secret (429 with Retry-After).
+
+Token buckets in memory, per worker process (see ``config.Limits``):
+
+- ``POST /v1/enrol``: per client address and per enrolment token;
+- ``POST /v1/machines/{id}/reports``: per machine credential and per address.
+
+Secrets are keyed by their SHA-256 digest, never kept as they are. Everything
+else passes straight through. The bucket arithmetic (``Buckets``) is pure:
+it is given the time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from livepatch.server.api.fastpath import ASGIApp, Message, Receive, Scope, Send, bearer
+from livepatch.server.config import Limits, Rate
+from livepatch.server.metrics import Metrics
+
+MAX_KEYS = 100_000
+"""Keys remembered per bucket set; the least recently used go first (they are full again)."""
+
+_REPORT = re.compile(r"/v1/machines/[^/]+/reports")
+
+
+class Buckets:
+    """A token bucket per key."""
+
+    def __init__(self, rate: Rate, *, max_keys: int = MAX_KEYS) -> None:
+        self.rate = rate
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float) -> float:
+        """Take one token: 0.0 when allowed, else the seconds until one is available."""
+        tokens, last = self._buckets.pop(key, (float(self.rate.burst), now))
+        tokens = min(float(self.rate.burst), tokens + (now - last) * self.rate.per_second)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate.per_second
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def retry_after(wait: float) -> str:
+    """The Retry-After value (whole seconds, at least 1) for a wait."""
+    return str(max(1, math.ceil(wait)))
+
+
+def _digest(secret: bytes) -> str:
+    return hashlib.sha256(secret).hexdigest()
+
+
+class RateLimits:
+    """ASGI middleware refusing requests over their rate with 429."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: Limits,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.clock = clock
+        self.max_body = limits.max_body_bytes
+        self.enrol_address = Buckets(limits.enrol_per_address)
+        self.enrol_token = Buckets(limits.enrol_per_token)
+        self.report_credential = Buckets(limits.report_per_credential)
+        self.report_address = Buckets(limits.report_per_address)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        address = scope["client"][0] if scope.get("client") else "unknown"
+        now = self.clock()
+        if path == "/v1/enrol":
+            wait = self.enrol_address.take(address, now)
+            body, more, receive = await _peek(receive, self.max_body)
+            token = _token_of(body) if not more else None
+            if token is not None:
+                wait = max(wait, self.enrol_token.take(_digest(token), now))
+            endpoint = "enrol"
+        elif _REPORT.fullmatch(path):
+            wait = self.report_address.take(address, now)
+            credential = _authorization(scope)
+            if credential is not None:
+                wait = max(wait, self.report_credential.take(_digest(credential.encode()), now))
+            endpoint = "reports"
+        else:
+            await self.app(scope, receive, send)
+            return
+        if wait > 0:
+            self.metrics.inc("livepatch_rate_limited_total", endpoint=endpoint)
+            await _too_many(send, wait)
+            return
+        await self.app(scope, receive, send)
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bearer(value)
+    return None
+
+
+def _token_of(body: bytes) -> bytes | None:
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        document = json.loads(body)
+        if isinstance(document, dict) and isinstance(document.get("token"), str):
+            return str(document["token"]).encode()
+    return None
+
+
+async def _peek(receive: Receive, limit: int) -> tuple[bytes, bool, Receive]:
+    """The body (up to `limit` bytes), whether more follows, and a receive() replaying it."""
+    body = b""
+    more = True
+    first: list[Message] = []
+    while more and len(body) <= limit:
+        message = await receive()
+        first.append(message)
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+
+    async def replayed() -> Message:
+        if first:
+            return first.pop(0)
+        return await receive()
+
+    return body, more, replayed
+
+
+async def _too_many(send: Send, wait: float) -> None:
+    document = {
+        "error": {
+            "code": "rate-limited",
+            "message": f"Too many requests: try again in {retry_after(wait)} seconds.",
+        }
+    }
+    body = json.dumps(document).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", retry_after(wait).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

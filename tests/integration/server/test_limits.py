@@ -1,0 +1,197 @@
+"""Size, time, connection and rate limits of a real `livepatch-server serve` (issue 16).
+
+One server with short deadlines and small rates (config.toml [limits]),
+plain HTTP on loopback so that raw sockets can misbehave precisely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.server.live import LiveServer, live_server
+
+KERNEL = "6.1.0-56-amd64"
+HEADER_TIMEOUT = 1.0
+CONFIG = f"""\
+[limits]
+header_timeout = {HEADER_TIMEOUT}
+body_timeout = 2.0
+enrol_per_address = {{per_second = 0.2, burst = 5}}
+report_per_credential = {{per_second = 0.1, burst = 3}}
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data_dir = tmp_path_factory.mktemp("limits") / "data"
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "config.toml").write_text(CONFIG)
+    url = f"sqlite:///{data_dir}/livepatch.db"
+    with live_server(data_dir, url, tls=False) as live:
+        yield live
+
+
+def address(server: LiveServer) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def exchange(server: LiveServer, request: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send raw bytes, read until the server closes."""
+    with socket.create_connection(address(server), timeout=timeout) as connection:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.sendall(request)
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def test_a_50_mb_body_is_refused_with_413_without_growing_the_worker(server: LiveServer) -> None:
+    before = rss_kib(server.process.pid)
+    body = b"x" * (50 * 1024 * 1024)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(4):
+            response = client.post(
+                "/v1/anything", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 413
+            assert response.json()["error"]["code"] == "body-too-large"
+    # Streamed without a length (chunked): refused as soon as it passes the limit.
+    answer = exchange(
+        server,
+        b"POST /v1/machines/m/reports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Authorization: Bearer x\r\nContent-Type: application/json\r\n\r\n"
+        + b"".join(b"100000\r\n" + b"y" * 0x100000 + b"\r\n" for _ in range(3)),
+    )
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert rss_kib(server.process.pid) - before < 20 * 1024
+
+
+def test_a_5_mb_header_is_refused_with_431(server: LiveServer) -> None:
+    request = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (5 * 1024 * 1024) + b"\r\n\r\n"
+    )
+    answer = exchange(server, request)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert b"headers-too-large" in answer
+
+
+def test_slow_loris_connections_are_closed_after_the_deadline_while_clients_are_served(
+    server: LiveServer,
+) -> None:
+    host, port = address(server)
+    half_open = []
+    for n in range(100):
+        connection = socket.create_connection((host, port), timeout=10)
+        # Some send nothing, some half a request line, some headers without the end.
+        connection.sendall(
+            [b"", b"GET /healthz HT", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"][n % 3]
+        )
+        half_open.append(connection)
+    try:
+        started = time.monotonic()
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            assert client.get("/healthz").status_code == 200
+        assert time.monotonic() - started < HEADER_TIMEOUT
+        time.sleep(HEADER_TIMEOUT + 1.5)
+        for connection in half_open:
+            connection.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                assert connection.recv(1024) == b""  # closed by the server
+        with httpx.Client(base_url=server.url, timeout=5) as client:
+            assert client.get("/healthz").status_code == 200
+    finally:
+        for connection in half_open:
+            connection.close()
+
+
+def test_a_body_that_never_ends_is_closed_after_the_body_deadline(server: LiveServer) -> None:
+    with socket.create_connection(address(server), timeout=10) as connection:
+        connection.sendall(
+            b"POST /v1/anything HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            b"Content-Type: application/json\r\n\r\n{"
+        )
+        started = time.monotonic()
+        try:
+            while connection.recv(1024):
+                pass
+        except ConnectionResetError:
+            pass
+        assert time.monotonic() - started < 5
+
+
+def enrol_body(token: str) -> dict[str, str]:
+    return {
+        "token": token,
+        "machine_id": uuid.uuid4().hex,
+        "hostname": "h",
+        "kernel": KERNEL,
+        "architecture": "amd64",
+    }
+
+
+def test_enrolment_and_reports_are_rate_limited_with_retry_after(server: LiveServer) -> None:
+    token = server.admin_json("tokens", "create", "--machines", "50")["token"]
+    statuses = []
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(7):
+            response = client.post("/v1/enrol", json=enrol_body(token))
+            statuses.append(response.status_code)
+            if response.status_code == 201:
+                machine = response.json()
+        assert statuses[:5] == [201] * 5
+        assert statuses[5:] == [429, 429]
+        assert response.json()["error"]["code"] == "rate-limited"
+        assert 1 <= int(response.headers["retry-after"]) <= 5
+        report = {
+            "patch_id": "lp-none",
+            "kernel": KERNEL,
+            "result": "applied",
+            "duration_ms": 1,
+            "taint": 0,
+        }
+        auth = {"Authorization": f"Bearer {machine['credential']}"}
+        path = f"/v1/machines/{machine['machine_id']}/reports"
+        answers = [client.post(path, json=report, headers=auth).status_code for _ in range(4)]
+        assert answers == [404, 404, 404, 429]
+
+
+def test_the_data_directory_and_database_are_private(server: LiveServer) -> None:
+    # The fixture created the directory 0755 on purpose: serve made it private.
+    assert stat.S_IMODE(server.data_dir.stat().st_mode) & 0o007 == 0
+    assert stat.S_IMODE((server.data_dir / "livepatch.db").stat().st_mode) == 0o600
+
+
+def test_keys_init_creates_a_private_data_directory(tmp_path: Path) -> None:
+    from livepatch.server import admin
+
+    data_dir = tmp_path / "fresh"
+    old = os.umask(0o022)
+    try:
+        assert admin.main(["keys", "init", "--data-dir", str(data_dir)]) == 0
+        assert admin.main(["tokens", "list", "--data-dir", str(data_dir)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "livepatch.db").stat().st_mode) == 0o600
