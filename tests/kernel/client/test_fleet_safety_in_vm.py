@@ -108,6 +108,8 @@ class Host:
             "a fix that crashes on use",
             "--canary-percentage",
             "100",
+            "--moderate-percentage",
+            "100",
             "--no-preflight",  # it would fail there: tests/kernel/preflight shows that
         )
         self.ids["bug"] = str(published["patch_id"])
