@@ -19,7 +19,13 @@ class BuildError(Exception):
 
 
 def headers_dir(release: str) -> Path:
-    return Path(f"/usr/src/linux-headers-{release}")
+    """Installed headers, else the tree tests.vm.kernels fetches into its cache."""
+    installed = Path(f"/usr/src/linux-headers-{release}")
+    if installed.is_dir():
+        return installed
+    from tests.vm.kernels import headers
+
+    return headers(release)
 
 
 def source_digest(source_dir: Path, release: str) -> str:

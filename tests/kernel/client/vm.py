@@ -35,6 +35,7 @@ def python_in_networked_vm(
     memory: str = "1G",
     append: Sequence[str] = (),
     disks: Sequence[Path] = (),
+    kernel: Path | None = None,
 ) -> VmResult:
     command = " ".join(
         [
@@ -47,7 +48,7 @@ def python_in_networked_vm(
     )
     if len(command) > MAX_COMMAND:
         raise VmError(f"The VM command is {len(command)} characters; pass data in a file.")
-    kernel = Path(f"/boot/vmlinuz-{default_release()}")
+    kernel = kernel or Path(f"/boot/vmlinuz-{default_release()}")
     argv = [
         str(VENV_BIN / "vng"),
         "--run",
