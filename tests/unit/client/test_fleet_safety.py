@@ -239,3 +239,22 @@ def test_an_old_state_file_without_the_new_fields_still_loads(world):
         del data[key]
     world.paths.state.write_text(json.dumps(data))
     assert replace(state(world)).health is None
+
+
+def test_reports_carry_health_and_evidence_only_once_judged():
+    from livepatch.client.api import report_body
+    from livepatch.client.state import Report
+
+    loaded = Report("lp-1", KERNEL, "applied", duration_ms=12, taint=32768)
+    assert report_body(loaded) == {
+        "patch_id": "lp-1",
+        "kernel": KERNEL,
+        "result": "applied",
+        "errno": None,
+        "reason": None,
+        "duration_ms": 12,
+        "taint": 32768,
+    }
+    judged = Report("lp-1", KERNEL, "applied", health="unhealthy", evidence="new taint W")
+    body = report_body(judged)
+    assert (body["health"], body["evidence"]) == ("unhealthy", "new taint W")
