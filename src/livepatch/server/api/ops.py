@@ -46,7 +46,7 @@ def healthz(service: ServiceDep) -> Health:
     },
     summary="Prometheus metrics",
 )
-def metrics(service: ServiceDep, credential: OptionalCredentialDep) -> PlainTextResponse:
+def metrics(service: ServiceDep, credential: OptionalCredentialDep = None) -> PlainTextResponse:
     expected = service.config.metrics_token
     if expected is not None and (
         credential is None or not hmac.compare_digest(credential.encode(), expected.encode())
