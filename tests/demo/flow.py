@@ -283,6 +283,11 @@ def policy_toml() -> str:
         f"canary_soak_hours = {CANARY_SOAK_SECONDS / 3600!r}\n"
         f"moderate_soak_hours = {MODERATE_SOAK_SECONDS / 3600!r}\n"
         f"minimum_sample = {MINIMUM_SAMPLE}\n"
+        # The simulated fleet reports loads but no health verdict: promote without one.
+        "minimum_applied = 0\n"
+        "[limits]\n"
+        "# The whole simulated fleet enrols and reports from this one address.\n"
+        "enrol_per_address = {per_second = 1000.0, burst = 1000}\n"
     )
 
 

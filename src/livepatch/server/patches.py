@@ -33,15 +33,25 @@ from livepatch.server.config import RolloutPolicy
 from livepatch.server.errors import Conflict, InvalidRequest, NotFound
 from livepatch.server.service import Service
 from livepatch.server.storage.models import Patch, RolloutEvent
+from livepatch.trust import patchmeta
 
 log = logging.getLogger(__name__)
 
 _KERNEL = re.compile(r"[A-Za-z0-9._+~-]{1,255}")
 _CVE = re.compile(r"CVE-[0-9]{4}-[0-9]{4,}")
 _MODINFO_NAME = re.compile(rb"(?:^|\x00)name=([A-Za-z0-9_-]{1,55})\x00")
-PROMOTION, HALT = "promotion", "halt"
+PROMOTION, HALT, REVOCATION = "promotion", "halt", "revocation"
 AUTOMATIC, MANUAL = "automatic", "manual"
-_ROLLOUT_COLUMNS = ("stage", "percentage", "halted", "halt_reason", "stage_started", "withdrawn")
+_ROLLOUT_COLUMNS = (
+    "stage",
+    "percentage",
+    "halted",
+    "halt_reason",
+    "stage_started",
+    "withdrawn",
+    "revoked",
+    "revoke_reason",
+)
 """What a change to a published patch may modify (and an undo restores)."""
 _UNPUBLISHED = (
     "{patch_id} is not in the signed metadata (publishing it failed and could not be taken "
@@ -96,6 +106,7 @@ class PatchInfo:
     stage_started: datetime
     created: datetime
     policy: RolloutPolicy
+    revoked: patchmeta.Revocation | None = None
     preflight: dict[str, str] | None = None
 
 
@@ -146,8 +157,20 @@ def custom_fields(patch: Patch) -> dict[str, Any]:
             "percentage": patch.percentage,
             "halted": patch.halted,
         },
+        **_revocation_fields(patch),
         **({"preflight": dict(patch.preflight)} if patch.preflight else {}),
     }
+
+
+def _revocation(patch: Patch) -> patchmeta.Revocation | None:
+    if patch.revoked is None:
+        return None
+    return patchmeta.Revocation(patch.revoke_reason or "", patch.revoked)
+
+
+def _revocation_fields(patch: Patch) -> dict[str, Any]:
+    revocation = _revocation(patch)
+    return {} if revocation is None else {"revoked": revocation.to_fields()}
 
 
 def publish(service: Service, publication: Publication) -> PatchInfo:
@@ -254,10 +277,40 @@ def halt(service: Service, patch_id: str, reason: str = "halted by an administra
     return _change(service, patch_id, change)
 
 
+def revoke(service: Service, patch_id: str, reason: str) -> PatchInfo:
+    """Fleet-wide rollback: sign ``revoked`` into the patch's metadata.
+
+    Machines that have it loaded leave it (back to the newest admitted,
+    non-revoked cumulative patch, or none) and report ``reverted``. The patch
+    is halted too, so that clients that predate ``revoked`` stop new loads.
+    Atomic like the other transitions; recorded in rollout_events.
+    """
+    reason = reason.strip()
+    if not reason or len(reason) > patchmeta.MAX_REASON or not reason.isprintable():
+        raise InvalidRequest(
+            f"Give --reason as one line of 1 to {patchmeta.MAX_REASON} printable characters."
+        )
+
+    def change(patch: Patch, _policy: RolloutPolicy, now: datetime) -> str | None:
+        if patch.revoked is not None:
+            raise Conflict(f"{patch_id} was already revoked ({patch.revoke_reason}).")
+        patch.revoked = now.replace(microsecond=0)
+        patch.revoke_reason = reason
+        patch.halted = True
+        patch.halt_reason = f"revoked: {reason}"
+        return REVOCATION
+
+    return _change(service, patch_id, change)
+
+
 def resume(service: Service, patch_id: str) -> PatchInfo:
     """Lift a halt; the stage's soak time and failure count start afresh."""
 
     def change(patch: Patch, _policy: RolloutPolicy, now: datetime) -> str | None:
+        if patch.revoked is not None:
+            raise Conflict(
+                f"{patch_id} was revoked and stays revoked: publish a fixed patch instead."
+            )
         if not patch.halted:
             raise Conflict(f"{patch_id} is not halted.")
         patch.halted = False
@@ -354,7 +407,8 @@ class _Pending:
     """A catalogue change committed to the database whose metadata is not yet published."""
 
     expected: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    """Per staged target: its signed rollout fields once published (None: removed)."""
+    """Per staged target: its signed rollout and revocation fields once published
+    (None: removed)."""
     created: list[str] = field(default_factory=list)
     """Patches the change inserted."""
     before: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -367,8 +421,9 @@ class _Pending:
 
     def staged(self, patch: Patch) -> None:
         """Note what publishing the patch's staged metadata will sign."""
-        rollout = None if patch.withdrawn else custom_fields(patch)["rollout"]
-        self.expected[patch.target_name] = rollout
+        fields = custom_fields(patch)
+        tracked = {key: fields.get(key) for key in _TRACKED}
+        self.expected[patch.target_name] = None if patch.withdrawn else tracked
 
     def event(
         self, session: Session, patch: Patch, action: str, trigger: str, now: datetime
@@ -396,9 +451,13 @@ class _Pending:
             if fields is None or rollout is None:
                 if (fields is None) != (rollout is None):
                     return False
-            elif fields.get("rollout") != rollout:
+            elif any(fields.get(key) != rollout.get(key) for key in _TRACKED):
                 return False
         return True
+
+
+_TRACKED = ("rollout", "revoked")
+"""The signed fields a catalogue change may alter (compared to see whether it landed)."""
 
 
 @contextmanager
@@ -536,5 +595,6 @@ def _info(patch: Patch, server_policy: RolloutPolicy) -> PatchInfo:
         stage_started=patch.stage_started,
         created=patch.created,
         policy=effective_policy(server_policy, patch.policy),
+        revoked=_revocation(patch),
         preflight=patch.preflight,
     )

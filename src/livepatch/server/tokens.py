@@ -68,7 +68,7 @@ def list_tokens(session: Session) -> list[TokenInfo]:
 
 
 def revoke_token(session: Session, reference: str, *, now: datetime) -> TokenInfo:
-    """Revoke by id or hint: no new enrolments or renewals with it from now on."""
+    """Revoke by id or hint: no enrolments, renewals, check-ins or reports with it from now on."""
     token = _resolve(session, reference)
     if token.revoked is None:
         token.revoked = now

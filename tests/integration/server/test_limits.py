@@ -23,6 +23,9 @@ from tests.integration.server.live import LiveServer, live_server
 KERNEL = "6.1.0-56-amd64"
 HEADER_TIMEOUT = 1.0
 CONFIG = f"""\
+[server]
+metrics_token = "scrape-secret"
+
 [limits]
 header_timeout = {HEADER_TIMEOUT}
 body_timeout = 2.0
@@ -195,3 +198,14 @@ def test_keys_init_creates_a_private_data_directory(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "livepatch.db").stat().st_mode) == 0o600
+
+
+def test_metrics_can_require_a_token(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/metrics").status_code == 401
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "unauthenticated"
+        right = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert right.status_code == 200
+        assert "livepatch_enrolments_total" in right.text

@@ -27,7 +27,7 @@ from livepatch.server.api import ops
 from livepatch.server.errors import Conflict, InvalidRequest, ServerError
 from livepatch.server.service import Busy, Service
 from livepatch.server.storage.models import Patch, RolloutEvent
-from livepatch.trust import files, modsig, repository
+from livepatch.trust import files, modsig, patchmeta, repository
 from livepatch.trust.errors import ModuleSignatureError
 from livepatch.trust.keys import KeyDirectory
 from livepatch.trust.patchmeta import from_signed
@@ -38,15 +38,19 @@ FIRST = f"lp-{KERNEL}-1"
 TARGET = f"patches/{FIRST}.ko"
 
 
-def publication(module: bytes = MODULE) -> patches.Publication:
+def publication(module: bytes = MODULE, **overrides: float) -> patches.Publication:
     return patches.Publication(
         module=module,
         kernels=[KERNEL],
         cves=["CVE-2024-1086"],
         severity=patches.Severity.HIGH,
         description="nf_tables use-after-free",
-        overrides={},
+        overrides=overrides,
     )
+
+
+NO_EVIDENCE = {"minimum_applied": 0.0}
+"""For tests of the engine's promotions themselves: no machine reports there."""
 
 
 def served_targets(service: Service) -> dict[str, Any]:
@@ -156,8 +160,9 @@ def test_a_failed_commit_publishes_nothing(
         (lambda s: patches.promote(s, FIRST), [(FIRST, "promotion", "moderate", "manual")]),
         (lambda s: patches.halt(s, FIRST), [(FIRST, "halt", "canary", "manual")]),
         (lambda s: patches.withdraw(s, FIRST), []),
+        (lambda s: patches.revoke(s, FIRST, "oops"), [(FIRST, "revocation", "canary", "manual")]),
     ],
-    ids=["promote", "halt", "withdraw"],
+    ids=["promote", "halt", "withdraw", "revoke"],
 )
 def test_failed_commits_of_changes_publish_nothing(
     service: Service,
@@ -205,8 +210,9 @@ def test_a_failed_publish_leaves_no_patch_in_the_database(
         lambda s: patches.promote(s, FIRST, Stage.ALL),
         lambda s: patches.halt(s, FIRST, "bad"),
         lambda s: patches.withdraw(s, FIRST),
+        lambda s: patches.revoke(s, FIRST, "oops"),
     ],
-    ids=["promote", "halt", "withdraw"],
+    ids=["promote", "halt", "withdraw", "revoke"],
 )
 def test_a_failed_publish_of_a_change_is_taken_back(
     service: Service,
@@ -224,13 +230,42 @@ def test_a_failed_publish_of_a_change_is_taken_back(
         after = session.scalars(select(Patch)).one()
         assert {c: getattr(after, c) for c in patches._ROLLOUT_COLUMNS} == columns
     assert served_rollout(service) == {"stage": "canary", "percentage": 5.0, "halted": False}
+    assert "revoked" not in served_targets(service)[TARGET]["custom"]["livepatch"]
     assert events(service) == []
+
+
+def test_revoke_signs_the_revocation_into_the_target_and_halts(
+    service: Service, clock: Clock
+) -> None:
+    patches.publish(service, publication())
+    patches.promote(service, FIRST, Stage.ALL)
+    info = patches.revoke(service, FIRST, "oops in nfsd under load")
+    assert info.revoked is not None and info.state.halted
+    signed = served_targets(service)[TARGET]["custom"]["livepatch"]
+    at = clock().replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert signed["revoked"] == {"reason": "oops in nfsd under load", "at": at}
+    assert signed["rollout"]["halted"] is True  # clients that predate `revoked` stop loading
+    parsed = patchmeta.parse_patch_fields(TARGET, 1, {}, {"livepatch": signed})
+    assert parsed.revoked is not None and parsed.revoked.reason == "oops in nfsd under load"
+    assert events(service)[-1] == (FIRST, "revocation", "all", "manual")
+    with pytest.raises(Conflict, match="already revoked"):
+        patches.revoke(service, FIRST, "again")
+    with pytest.raises(Conflict, match="stays revoked"):
+        patches.resume(service, FIRST)
+    assert patches.apply_engine(service) == []
+
+
+@pytest.mark.parametrize("reason", ["", "a\x1b[2Jb", "x" * 1025, "two\nlines"])
+def test_revoke_needs_a_printable_reason(service: Service, reason: str) -> None:
+    patches.publish(service, publication())
+    with pytest.raises(InvalidRequest, match="--reason"):
+        patches.revoke(service, FIRST, reason)
 
 
 def test_a_failed_publish_of_the_engine_is_taken_back(
     service: Service, clock: Clock, failing_signing: Callable[[], None]
 ) -> None:
-    patches.publish(service, publication())
+    patches.publish(service, publication(**NO_EVIDENCE))
     clock.advance(hours=25)  # past the canary soak: the engine promotes
     failing_signing()
     with pytest.raises(OSError, match="No space left"):
@@ -252,7 +287,7 @@ def test_a_publish_whose_undo_fails_too_can_be_withdrawn(
     failing_commit: Callable[..., None],
 ) -> None:
     """Signing fails, then so does the database: the patch is in the database only."""
-    healthy = patches.publish(service, publication())
+    healthy = patches.publish(service, publication(**NO_EVIDENCE))
     other = patches.Publication(**{**publication().__dict__, "kernels": ["6.1.0-57-amd64"]})
     failing_signing()
     failing_commit(skip=1)  # the publish's own commit succeeds, its undo's fails
@@ -375,7 +410,7 @@ def test_manual_and_automatic_promotions_and_halts_are_counted(
     text = metrics_text(service)
     assert "# TYPE livepatch_promotions_total counter\nlivepatch_promotions_total 0\n" in text
     assert "# TYPE livepatch_halts_total counter\nlivepatch_halts_total 0\n" in text
-    patches.publish(service, publication())
+    patches.publish(service, publication(**NO_EVIDENCE))
     patches.promote(service, FIRST)
     patches.halt(service, FIRST, "looks wrong")
     patches.halt(service, FIRST, "looks very wrong")  # already halted: not a second halt

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from livepatch.server.config import RolloutPolicy, default_data_dir, load_config
+from livepatch.server.config import Rate, RolloutPolicy, default_data_dir, load_config
 from livepatch.server.errors import ConfigurationError
 
 
@@ -66,4 +66,49 @@ def test_blob_store_from_config_file_or_command_line(tmp_path: Path) -> None:
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, text: str, fragment: str) -> None:
     (tmp_path / "config.toml").write_text(text)
     with pytest.raises(ConfigurationError, match=fragment):
+        load_config(tmp_path)
+
+
+def test_limits_and_evidence_defaults(tmp_path: Path) -> None:
+    config = load_config(tmp_path)
+    limits = config.limits
+    assert (limits.max_body_bytes, limits.max_header_bytes) == (1024 * 1024, 16 * 1024)
+    assert (limits.header_timeout, limits.body_timeout) == (10.0, 30.0)
+    assert (limits.enrol_per_address, limits.report_per_credential) == (
+        Rate(5.0, 100),
+        Rate(0.5, 20),
+    )
+    assert (config.policy.minimum_applied, config.policy.minimum_tokens) == (5, 1)
+    assert config.metrics_token is None
+
+
+def test_limits_from_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[server]\nmetrics_token = "t"\n'
+        "[rollout]\nminimum_applied = 2\nminimum_tokens = 3\n"
+        "[limits]\nmax_body_bytes = 4096\nheader_timeout = 2.5\n"
+        "enrol_per_token = {per_second = 1.5, burst = 7}\n"
+    )
+    config = load_config(tmp_path)
+    assert config.limits.max_body_bytes == 4096
+    assert config.limits.header_timeout == 2.5
+    assert config.limits.enrol_per_token == Rate(1.5, 7)
+    assert (config.policy.minimum_applied, config.policy.minimum_tokens) == (2, 3)
+    assert config.metrics_token == "t"
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ("[limits]\nmax_body = 1\n", "Unknown limit 'max_body'"),
+        ("[limits]\nmax_body_bytes = 0\n", "max_body_bytes must be at least 1"),
+        ("[limits]\nenrol_per_token = 5\n", "enrol_per_token must be a table"),
+        ("[limits]\nenrol_per_token = {per_second = 0, burst = 1}\n", "per_second > 0"),
+        ("[rollout]\nminimum_tokens = 0\n", "minimum_tokens must be at least 1"),
+        ('[server]\nmetrics_token = ""\n', "metrics_token must be a string"),
+    ],
+)
+def test_invalid_limits_are_named(tmp_path: Path, table: str, match: str) -> None:
+    (tmp_path / "config.toml").write_text(table)
+    with pytest.raises(ConfigurationError, match=match):
         load_config(tmp_path)

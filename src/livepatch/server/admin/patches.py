@@ -67,6 +67,7 @@ def register(subparsers: Any) -> None:
         ("halt", "stop a patch's rollout", _halt),
         ("resume", "lift a halt", _resume),
         ("withdraw", "remove a patch from the signed metadata", _withdraw),
+        ("revoke", "roll a patch back on every machine that has it (signed)", _revoke),
     ):
         command = commands.add_parser(name, help=help_text)
         add_common_options(command, formats=True)
@@ -75,6 +76,10 @@ def register(subparsers: Any) -> None:
             command.add_argument("--to", choices=[s.value for s in Stage])
         if name == "halt":
             command.add_argument("--reason", default="halted by an administrator")
+        if name == "revoke":
+            command.add_argument(
+                "--reason", required=True, help="why, shown to every machine's administrator"
+            )
         command.set_defaults(handler=with_service(run))
     tick = commands.add_parser("run-engine", help="apply the rollout engine's decisions now")
     add_common_options(tick, formats=True)
@@ -151,7 +156,10 @@ def _show(service: Service, args: argparse.Namespace) -> int:
     print(f"  kernels:  {', '.join(info.kernels)}")
     print(f"  cves:     {', '.join(info.cves)} ({info.severity})")
     print(f"  rollout:  {_state(info)} since {info.stage_started.isoformat(timespec='seconds')}")
-    if info.halt_reason:
+    if info.revoked is not None:
+        at = info.revoked.at.isoformat(timespec="seconds")
+        print(f"  revoked:  {info.revoked.reason} (at {at})")
+    elif info.halt_reason:
         print(f"  halted:   {info.halt_reason}")
     print(f"  engine:   {engine_view['action']}: {engine_view['reason']}")
     print(f"  target:   {info.target_name} sha256 {info.sha256} ({info.length} bytes)")
@@ -190,6 +198,13 @@ def _withdraw(service: Service, args: argparse.Namespace) -> int:
     return 0
 
 
+def _revoke(service: Service, args: argparse.Namespace) -> int:
+    from livepatch.server import patches
+
+    _print_info(patches.revoke(service, args.patch_id, args.reason), args.format)
+    return 0
+
+
 def _run_engine(service: Service, args: argparse.Namespace) -> int:
     from livepatch.server import patches
 
@@ -213,6 +228,8 @@ def _run_engine(service: Service, args: argparse.Namespace) -> int:
 def _state(info: patches.PatchInfo) -> str:
     if info.withdrawn:
         return "withdrawn"
+    if info.revoked is not None:
+        return f"{info.state.stage.value} REVOKED"
     text = f"{info.state.stage.value} {info.state.percentage:g}%"
     return f"{text} HALTED" if info.state.halted else text
 
@@ -238,6 +255,7 @@ def _info_dict(info: patches.PatchInfo) -> dict[str, Any]:
             "since": info.stage_started.isoformat(),
         },
         "withdrawn": info.withdrawn,
+        "revoked": None if info.revoked is None else info.revoked.to_fields(),
         "created": info.created.isoformat(),
     }
 

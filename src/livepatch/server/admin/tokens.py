@@ -28,7 +28,9 @@ def register(subparsers: Any) -> None:
     add_common_options(listing, formats=True)
     listing.set_defaults(handler=with_service(_list))
 
-    revoke = commands.add_parser("revoke", help="stop enrolments and renewals with a token")
+    revoke = commands.add_parser(
+        "revoke", help="stop enrolments, renewals, check-ins and reports of a token's machines"
+    )
     add_common_options(revoke)
     revoke.add_argument("token", metavar="ID|HINT", help="the id or hint from `tokens list`")
     revoke.set_defaults(handler=with_service(_revoke))

@@ -46,7 +46,7 @@ def healthz(service: ServiceDep) -> Health:
     },
     summary="Prometheus metrics",
 )
-def metrics(service: ServiceDep, credential: OptionalCredentialDep) -> PlainTextResponse:
+def metrics(service: ServiceDep, credential: OptionalCredentialDep = None) -> PlainTextResponse:
     expected = service.config.metrics_token
     if expected is not None and (
         credential is None or not hmac.compare_digest(credential.encode(), expected.encode())
@@ -89,6 +89,9 @@ def database_series(service: Service) -> tuple[list[Series], list[Series]]:
                 by_action[action][(("stage", stage), ("trigger", trigger))] = float(n)
         machines = session.execute(select(Machine.tier, func.count()).group_by(Machine.tier))
         by_tier: dict[Labels, float] = {(("tier", t),): float(n) for t, n in machines}
+        duplicates = session.scalar(
+            select(func.count()).select_from(Machine).where(Machine.duplicate.is_(True))
+        )
         patches = session.execute(
             select(Patch.stage, Patch.halted, func.count())
             .where(Patch.withdrawn.is_(False))
@@ -103,5 +106,11 @@ def database_series(service: Service) -> tuple[list[Series], list[Series]]:
     gauges: list[Series] = [
         ("livepatch_machines", "Enrolled machines, by tier.", by_tier),
         ("livepatch_patches", "Published patches, by stage and halt.", by_stage),
+        (
+            "livepatch_duplicate_machines",
+            "Machine records whose id another machine enrolled first without proof of being it "
+            "(cloned images or impostors); their reports are not counted.",
+            {(): float(duplicates or 0)},
+        ),
     ]
     return counters, gauges
