@@ -34,13 +34,11 @@ from tests.kernel.client.vm import python_in_networked_vm
 from tests.kernel.conftest import SAMPLE_MODULES, GuestRun
 from tests.vm import build_modules, default_release
 
-pytestmark = pytest.mark.kernel
-
 V1, V2, BUG = "livepatch_cmdline_v1", "livepatch_cmdline_v2", "livepatch_cmdline_bug"
 V1_TEXT = "livepatch test v1: this kernel is live patched"
 V2_TEXT = "livepatch test v2: this kernel is live patched"
 CRASH_MODULES = Path(__file__).parents[1] / "modules" / "crash"
-BOOT_TIMEOUT = 420.0
+BOOT_TIMEOUT = 900.0
 GUEST_WAIT = 300.0
 
 
@@ -289,3 +287,6 @@ def stored(service: PatchService, patch_id: str) -> list[tuple[str, str | None]]
             return sorted((str(result), health) for result, health in rows)
     finally:
         opened.close()
+
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(2 * BOOT_TIMEOUT + 300)]

@@ -21,11 +21,9 @@ from tests.kernel.conftest import SAMPLE_MODULES, GuestRun
 from tests.vm import build_modules, default_release
 from tests.vm.kernels import second_kernel, second_release
 
-pytestmark = pytest.mark.kernel
-
 MODULE = "livepatch_cmdline_v1"
 V1_TEXT = "livepatch test v1: this kernel is live patched"
-BOOT_TIMEOUT = 420.0
+BOOT_TIMEOUT = 600.0
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +122,6 @@ def test_the_other_kernels_module_is_refused_before_any_load(
             f"kernel {key}, so it was not loaded; use the patch made for {key}.",
         }
         assert facts["kernel_log_grew"] is False
+
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(2 * BOOT_TIMEOUT + 300)]

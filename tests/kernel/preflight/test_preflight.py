@@ -22,8 +22,8 @@ from livepatch.server import admin
 from tests.kernel.conftest import SAMPLE_MODULES
 from tests.vm import build_modules, default_release
 
-pytestmark = pytest.mark.kernel
-
+BOOT_TIMEOUT = 600.0
+"""livepatch.preflight.vm's own limit for one pre-flight boot."""
 PREFLIGHT_MODULES = Path(__file__).parents[1] / "modules" / "preflight"
 
 
@@ -103,3 +103,6 @@ def test_an_unknown_kernel_is_a_clear_error(data_dir, modules) -> None:
         "livepatch-admin: No kernel package linux-image-6.1.0-9999-amd64 could be fetched"
     ), message
     assert "Traceback" not in message
+
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(BOOT_TIMEOUT + 300)]
