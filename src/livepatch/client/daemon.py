@@ -56,6 +56,16 @@ def default_bus() -> BusFactory | None:
     return factory
 
 
+def _health_due(state: State) -> datetime | None:
+    """When the watched patch's window ends, unless a check already ran since then
+    (it judged the patch, or failed before it could: the next regular check retries,
+    rather than waking again at once)."""
+    watch = state.watch
+    if watch is None or (state.last_check is not None and state.last_check >= watch.until):
+        return None
+    return watch.until
+
+
 def _earliest(*moments: datetime | None) -> datetime | None:
     known = [moment for moment in moments if moment is not None]
     return min(known) if known else None
@@ -153,7 +163,7 @@ class Daemon:
             return self.rt.timing.startup_jitter * self.draw()
         if state.next_check is None:
             return 0.0
-        wake = _earliest(state.next_check, state.watch.until if state.watch else None)
+        wake = _earliest(state.next_check, _health_due(state))
         assert wake is not None
         return max(0.0, (wake - self.rt.clock()).total_seconds())
 
@@ -164,7 +174,8 @@ class Daemon:
         if state.enrolment is None:
             return False
         soon = self.rt.clock() + timedelta(seconds=0.5)
-        if state.watch is not None and state.watch.until <= soon:
+        due = _health_due(state)
+        if due is not None and due <= soon:
             return True
         return state.next_check is None or state.next_check <= soon
 

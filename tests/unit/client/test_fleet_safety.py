@@ -258,3 +258,15 @@ def test_reports_carry_health_and_evidence_only_once_judged():
     judged = Report("lp-1", KERNEL, "applied", health="unhealthy", evidence="new taint W")
     body = report_body(judged)
     assert (body["health"], body["evidence"]) == ("unhealthy", "new taint W")
+
+
+def test_a_check_that_cannot_judge_does_not_make_the_daemon_spin(world):
+    enrolled(world, patch("2"))
+    daemon = Daemon(world.runtime())
+    world.clock.advance(WINDOW)
+    world.kernel.unsupported = "no livepatch"  # the check returns before judging
+    check(world)
+    daemon._schedule()
+    assert state(world).watch is not None
+    assert not daemon._due()
+    assert daemon._delay(first=False) > 60
