@@ -1,9 +1,18 @@
 """One check-in: reconcile, renew, refresh metadata, plan, verify, load, report.
 
 Every step persists its outcome through a pure transition before the next
-step starts, under the state lock, so a crash at any point leaves a record
-that ``reconcile`` can square with the kernel. The intent to load is saved
-*before* finit_module: after a crash the kernel tells whether it happened.
+step starts, so a crash at any point leaves a record that ``reconcile`` can
+square with the kernel. The intent to load is saved *before* finit_module:
+after a crash the kernel tells whether it happened.
+
+Locks: check-ins take turns on their own lock (``Paths.checkin_lock``), held
+for the whole check-in. The state lock, which `enable`, `disable` and
+`config` take too, is held only to read or change the state, and across the
+kernel load (intent, finit_module, outcome), never across network I/O: a
+slow or hostile service cannot lock the command line out. Each change is
+applied to the state as it is on disk at that moment; when the enrolment the
+check-in started with is gone (`disable`, or `disable` then `enable`) the
+check-in stops and leaves the new state alone.
 
 Blocking: run it in a worker thread from the daemon.
 """
@@ -29,7 +38,9 @@ from livepatch.client.schedule import Timing
 from livepatch.client.state import (
     Credential,
     CredentialFile,
+    Enrolment,
     ErrorRecord,
+    PatchRecord,
     Report,
     State,
     StateFile,
@@ -82,6 +93,10 @@ def retryable(error: LivepatchError) -> bool:
     return isinstance(error, ClientError) and error.retryable
 
 
+class _Superseded(Exception):
+    """The enrolment changed while the check-in talked to the service."""
+
+
 class CheckIn:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -91,6 +106,23 @@ class CheckIn:
     def _save(self, state: State) -> State:
         self.states.save(state)
         return state
+
+    def _update(self, enrolment: Enrolment, change: Callable[[State], State]) -> State:
+        """Apply `change` to the saved state, under the state lock; the new state.
+
+        Raises _Superseded when the state no longer holds `enrolment`.
+        """
+        with locked(self.rt.paths.lock):
+            current = self._current(enrolment)
+            new = change(current)
+            return self._save(new) if new != current else current
+
+    def _current(self, enrolment: Enrolment) -> State:
+        """The saved state (the caller holds the state lock), if it still holds `enrolment`."""
+        current = self.states.load()
+        if current.enrolment != enrolment:
+            raise _Superseded()
+        return current
 
     def reconcile(self) -> State:
         """Align the record with the kernel (daemon start-up); returns the saved state."""
@@ -104,7 +136,18 @@ class CheckIn:
 
     def run(self) -> Outcome:
         """Check in once; errors are recorded in the state and returned, not raised,
-        except NotEnabled."""
+        except NotEnabled (also when the machine is disabled meanwhile)."""
+        with locked(self.rt.paths.checkin_lock):
+            try:
+                return self._run()
+            except _Superseded:
+                state = self.states.load()
+                if state.enrolment is None:
+                    raise NotEnabled() from None
+                log.info("the machine was enrolled again during the check-in; result dropped")
+                return Outcome(state)
+
+    def _run(self) -> Outcome:
         with locked(self.rt.paths.lock):
             state = self._reconciled(self.states.load())
             enrolment = state.enrolment
@@ -119,71 +162,92 @@ class CheckIn:
                 return Outcome(
                     self._save(transitions.unsupported(state, key, error_record(error), now)), error
                 )
-            try:
-                config = load_config(self.rt.paths.config)
-                credential = self._fresh_credential(state, config, now)
-                service = self.rt.service(config)
-                state = self._flush_reports(state, service, credential)
-                source = self.rt.metadata(config, self.rt.paths, credential)
-                source.refresh()
-                patches = source.patches()
-                # A patch still in transition is not applied yet (it may never be).
-                loaded = {
-                    name
-                    for name, status in self.rt.kernel.loaded().items()
-                    if status.enabled and not status.transition
-                }
-                decision = plan(
-                    patches,
-                    kernel_key=key,
-                    machine_id=enrolment.machine_id,
-                    tier=effective_tier(state, config),
-                    loaded_modules=loaded,
-                )
-            except LivepatchError as error:
-                log.warning("check-in failed: %s", error)
-                failed = transitions.check_failed(
-                    state, error_record(error), now, retryable=retryable(error)
-                )
-                return Outcome(self._save(failed), error)
-            state = self._save(transitions.planned(state, decision, key, now))
-            if not isinstance(decision, Apply):
-                return Outcome(state)
-            target = _finish_first(state, decision.patch, patches)
-            outcome = self._apply(state, target, source, key, now)
-            state = self._flush_reports(outcome.state, service, credential)
-            return replace(outcome, state=state)
-
-    def _fresh_credential(self, state: State, config: Config, now: datetime) -> Credential:
-        assert state.enrolment is not None
-        credential = self.credentials.load()
+            credential = self.credentials.load()
         if credential is None:
             raise NotEnabled()
+        try:
+            config = load_config(self.rt.paths.config)
+            credential = self._fresh_credential(enrolment, credential, config, now)
+            service = self.rt.service(config)
+            state = self._flush_reports(state, enrolment, service, credential)
+            source = self.rt.metadata(config, self.rt.paths, credential)
+            source.refresh()
+            patches = source.patches()
+            # A patch still in transition is not applied yet (it may never be).
+            loaded = {
+                name
+                for name, status in self.rt.kernel.loaded().items()
+                if status.enabled and not status.transition
+            }
+            decision = plan(
+                patches,
+                kernel_key=key,
+                machine_id=enrolment.machine_id,
+                tier=effective_tier(state, config),
+                loaded_modules=loaded,
+            )
+        except LivepatchError as error:
+            log.warning("check-in failed: %s", error)
+            record = error_record(error)
+            failed = self._update(
+                enrolment,
+                lambda s: transitions.check_failed(s, record, now, retryable=retryable(error)),
+            )
+            return Outcome(failed, error)
+        state = self._update(enrolment, lambda s: transitions.planned(s, decision, key, now))
+        if not isinstance(decision, Apply):
+            return Outcome(state)
+        target = _finish_first(state, decision.patch, patches)
+        outcome = self._apply(enrolment, target, source, key, now)
+        state = self._flush_reports(outcome.state, enrolment, service, credential)
+        return replace(outcome, state=state)
+
+    def _fresh_credential(
+        self, enrolment: Enrolment, credential: Credential, config: Config, now: datetime
+    ) -> Credential:
         issued = credential.issued or credential.expires - timedelta(days=30)
         left = credential.expires - now
         if left > max((credential.expires - issued) * self.rt.timing.renew_before, timedelta(0)):
             return credential
-        renewed = self.rt.service(config).renew(state.enrolment.machine_id, credential)
+        renewed = self.rt.service(config).renew(enrolment.machine_id, credential)
         renewed = replace(renewed, issued=renewed.issued or now)
-        self.credentials.save(renewed)
+        with locked(self.rt.paths.lock):
+            self._current(enrolment)
+            self.credentials.save(renewed)
         log.info("credential renewed; it expires %s", renewed.expires.isoformat())
         return renewed
 
-    def _flush_reports(self, state: State, service: ServiceClient, credential: Credential) -> State:
-        """Send queued reports in order; stop at the first failure and keep the rest."""
-        assert state.enrolment is not None
+    def _flush_reports(
+        self,
+        state: State,
+        enrolment: Enrolment,
+        service: ServiceClient,
+        credential: Credential,
+    ) -> State:
+        """Send queued reports in order; stop at the first failure and keep the rest.
+
+        Only check-ins queue reports and they take turns, so the first `sent`
+        reports on disk are the ones sent.
+        """
         sent = 0
         for report in state.pending_reports:
             try:
-                service.report(state.enrolment.machine_id, credential, report)
+                service.report(enrolment.machine_id, credential, report)
             except LivepatchError as error:
                 log.warning("could not send a report yet: %s", error)
                 break
             sent += 1
-        return self._save(transitions.reports_sent(state, sent)) if sent else state
+        if not sent:
+            return state
+        return self._update(enrolment, lambda s: transitions.reports_sent(s, sent))
 
     def _apply(
-        self, state: State, patch: PatchInfo, source: MetadataSource, key: str, now: datetime
+        self,
+        enrolment: Enrolment,
+        patch: PatchInfo,
+        source: MetadataSource,
+        key: str,
+        now: datetime,
     ) -> Outcome:
         record = transitions.record(patch, key)
         try:
@@ -193,8 +257,17 @@ class CheckIn:
         except LivepatchError as error:
             log.warning("patch %s not applied: %s", patch.patch_id, error)
             report = Report(patch.patch_id, key, "failed", None, _reason(error), 0, self._taint())
-            failed = transitions.apply_failed(state, error_record(error), report)
-            return Outcome(self._save(failed), error, failed=patch)
+            failure = error_record(error)
+            failed = self._update(enrolment, lambda s: transitions.apply_failed(s, failure, report))
+            return Outcome(failed, error, failed=patch)
+        with locked(self.rt.paths.lock):
+            state = self._current(enrolment)
+            return self._load(state, record, patch, data, key)
+
+    def _load(
+        self, state: State, record: PatchRecord, patch: PatchInfo, data: bytes, key: str
+    ) -> Outcome:
+        """Hand the verified module to the kernel (the caller holds the state lock)."""
         module = self._stage_module(patch, data)
         earlier = state.applying
         state = self._save(transitions.applying(state, record))

@@ -170,25 +170,34 @@ def disable(rt: Runtime, *, unload: bool) -> Disabled:
     """De-enrol: tell the service, forget the enrolment locally, then (with `unload`)
     disable and unload our patches.
 
+    The state lock is not held while the service is told, only around reading
+    the enrolment and changing the state.
+
     The local de-enrolment is saved before the kernel is asked anything, so a
     patch the kernel will not let go of never leaves the machine half enrolled;
     such a patch is reported in `refused` and stays loaded (never forced).
     """
     paths = rt.paths
+    states = StateFile(paths.state)
+    credentials = CredentialFile(paths.credential)
     with locked(paths.lock):
-        states = StateFile(paths.state)
-        state = states.load()
-        if state.enrolment is None:
+        enrolment = states.load().enrolment
+        if enrolment is None:
             raise NotEnabled()
-        credentials = CredentialFile(paths.credential)
         credential = credentials.load()
-        service_error: LivepatchError | None = None
-        if credential is not None:
-            try:
-                config = settings.load(paths.config)
-                rt.service(config).deregister(state.enrolment.machine_id, credential)
-            except LivepatchError as error:
-                service_error = error
+    # The service is told without the state lock held: a slow service must not lock
+    # out `config` or the daemon meanwhile.
+    service_error: LivepatchError | None = None
+    if credential is not None:
+        try:
+            config = settings.load(paths.config)
+            rt.service(config).deregister(enrolment.machine_id, credential)
+        except LivepatchError as error:
+            service_error = error
+    with locked(paths.lock):
+        state = states.load()
+        if state.enrolment != enrolment:  # disabled (and maybe enabled again) meanwhile
+            raise NotEnabled()
         credentials.remove()
         _reset_metadata(paths)
         state = transitions.disenrolled(state, unloaded=False)

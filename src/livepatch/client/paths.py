@@ -51,6 +51,11 @@ class Paths:
         return self.root / "lock"
 
     @property
+    def checkin_lock(self) -> Path:
+        """Check-ins take turns on it; held across network I/O, so nothing else waits on it."""
+        return self.root / "checkin.lock"
+
+    @property
     def daemon_lock(self) -> Path:
         """Locked by the running daemon for as long as it runs."""
         return self.root / "daemon.pid"
