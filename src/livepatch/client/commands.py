@@ -12,7 +12,8 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from livepatch.client import config as settings
 from livepatch.client import control, statuscache, transitions
@@ -24,6 +25,7 @@ from livepatch.client.errors import (
     NotConfigured,
     NotEnabled,
     SettingsNeedRoot,
+    TokenUnreadable,
     UnloadRefused,
     UnsupportedKernel,
 )
@@ -93,6 +95,47 @@ def status(rt: Runtime) -> dict[str, Any]:
         except OSError as error:
             log.debug("status cache not written: %s", error)
     return doc
+
+
+MAX_TOKEN = 1024
+STDIN = "-"
+"""Bytes; tokens are far shorter, this only bounds what a wrong file costs."""
+
+
+def read_token(argument: str | None, path: str | None, stdin: BinaryIO) -> str:
+    """The enrolment token: `argument`, or read from the file at `path` ('-' is stdin).
+
+    A token given as an argument is visible to every local user in the process
+    list while `livepatch enable` runs; from a file or stdin it is not.
+    """
+    if (argument is None) == (path is None):
+        raise TokenUnreadable(
+            "Give the token either as an argument or with --token-file PATH "
+            "(--token-file - reads it from standard input), not both."
+        )
+    if argument is not None:
+        return argument
+    where = "standard input" if path == STDIN else f"the token file {path}"
+    try:
+        if path == STDIN:
+            data = stdin.read(MAX_TOKEN + 1)
+        else:
+            with Path(str(path)).open("rb") as file:
+                data = file.read(MAX_TOKEN + 1)
+    except OSError as error:
+        raise TokenUnreadable(
+            f"Cannot read {where} ({error.strerror or error}); check the path and its permissions."
+        ) from None
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if len(data) > MAX_TOKEN or not token or any(char.isspace() for char in token):
+        raise TokenUnreadable(
+            f"{where[0].upper()}{where[1:]} does not hold one token; put just the token "
+            "in it (a trailing newline is fine)."
+        )
+    return token
 
 
 @dataclass(frozen=True)

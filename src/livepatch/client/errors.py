@@ -66,6 +66,11 @@ class InvalidConfig(ClientError):
     exit_code = 2
 
 
+class TokenUnreadable(ClientError):
+    code = "token-unreadable"
+    exit_code = 2
+
+
 class UnknownToken(ClientError):
     code = "unknown-token"
 
