@@ -37,10 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     enable = sub.add_parser("enable", help="enrol this machine with a token and start patching")
-    enable.add_argument(
+    token = enable.add_mutually_exclusive_group(required=True)
+    token.add_argument(
         "token", metavar="TOKEN", nargs="?", help="the enrolment token from your service"
     )
-    enable.add_argument(
+    token.add_argument(
         "--token-file",
         metavar="PATH",
         help="read the token from PATH, or from standard input if PATH is - "
