@@ -14,12 +14,22 @@ applied to the state as it is on disk at that moment; when the enrolment the
 check-in started with is gone (`disable`, or `disable` then `enable`) the
 check-in stops and leaves the new state alone.
 
+Update metadata gets the same care: python-tuf writes what it verified into
+its directory as it goes (new roots, timestamp, snapshot, targets), and a
+check-in of an enrolment that `disable` ended must not write the old
+service's root into the new enrolment's directory. So a check-in works on a
+staged copy (hard links: python-tuf replaces files, never rewrites them) and
+moves what changed back into ``metadata`` at the end, under the state lock,
+only if its enrolment is still the machine's.
+
 Blocking: run it in a worker thread from the daemon.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,7 +55,7 @@ from livepatch.client.state import (
     State,
     StateFile,
 )
-from livepatch.client.store import locked, write_atomic
+from livepatch.client.store import fsync_dir, locked, write_atomic
 from livepatch.errors import LivepatchError
 from livepatch.rollout import Tier
 
@@ -102,6 +112,7 @@ class CheckIn:
         self.rt = runtime
         self.states = StateFile(runtime.paths.state)
         self.credentials = CredentialFile(runtime.paths.credential)
+        self._staging: Path | None = None
 
     def _save(self, state: State) -> State:
         self.states.save(state)
@@ -138,14 +149,22 @@ class CheckIn:
         """Check in once; errors are recorded in the state and returned, not raised,
         except NotEnabled (also when the machine is disabled meanwhile)."""
         with locked(self.rt.paths.checkin_lock):
+            self._discard_staged_metadata()  # left by a check-in that was killed
             try:
-                return self._run()
+                outcome = self._run()
+                if self._staging is not None and outcome.state.enrolment is not None:
+                    with locked(self.rt.paths.lock):
+                        self._current(outcome.state.enrolment)
+                        self._publish_metadata(self._staging)
+                return outcome
             except _Superseded:
                 state = self.states.load()
                 if state.enrolment is None:
                     raise NotEnabled() from None
                 log.info("the machine was enrolled again during the check-in; result dropped")
                 return Outcome(state)
+            finally:
+                self._discard_staged_metadata()
 
     def _run(self) -> Outcome:
         with locked(self.rt.paths.lock):
@@ -163,14 +182,16 @@ class CheckIn:
                     self._save(transitions.unsupported(state, key, error_record(error), now)), error
                 )
             credential = self.credentials.load()
-        if credential is None:
-            raise NotEnabled()
+            if credential is None:
+                raise NotEnabled()
+            self._staging = self._stage_metadata()
+        paths = replace(self.rt.paths, metadata_dir=self._staging)
         try:
             config = load_config(self.rt.paths.config)
             credential = self._fresh_credential(enrolment, credential, config, now)
             service = self.rt.service(config)
             state = self._flush_reports(state, enrolment, service, credential)
-            source = self.rt.metadata(config, self.rt.paths, credential)
+            source = self.rt.metadata(config, paths, credential)
             source.refresh()
             patches = source.patches()
             # A patch still in transition is not applied yet (it may never be).
@@ -201,6 +222,41 @@ class CheckIn:
         outcome = self._apply(enrolment, target, source, key, now)
         state = self._flush_reports(outcome.state, enrolment, service, credential)
         return replace(outcome, state=state)
+
+    def _stage_metadata(self) -> Path:
+        """A copy of the trusted metadata for this check-in (the caller holds the state lock)."""
+        staging = self.rt.paths.root / f"{STAGING_PREFIX}{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            shutil.copytree(self.rt.paths.metadata, staging, symlinks=True, copy_function=os.link)
+        except FileNotFoundError:  # nothing pinned: the metadata source says so
+            staging.mkdir(mode=0o700, exist_ok=True)
+        return staging
+
+    def _publish_metadata(self, staging: Path) -> None:
+        """Move what the check-in changed into the live metadata (under the state lock).
+
+        Each file moves atomically, older roots first and the root.json link
+        after them; every file was verified before python-tuf wrote it.
+        """
+        live = self.rt.paths.metadata
+        moved = False
+        for source in sorted(staging.rglob("*"), key=_publish_order):
+            if source.is_dir() and not source.is_symlink():
+                continue
+            target = live / source.relative_to(staging)
+            if _same_file(source, target):
+                continue
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(source, target)
+            moved = True
+        if moved:
+            for directory in {live, *(p.parent for p in live.rglob("*.json"))}:
+                fsync_dir(directory)
+
+    def _discard_staged_metadata(self) -> None:
+        self._staging = None
+        for leftover in self.rt.paths.root.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def _fresh_credential(
         self, enrolment: Enrolment, credential: Credential, config: Config, now: datetime
@@ -314,6 +370,30 @@ class CheckIn:
             return self.rt.kernel.taint()
         except (LivepatchError, OSError):
             return 0
+
+
+STAGING_PREFIX = ".metadata.checkin."
+
+
+def _publish_order(path: Path) -> tuple[int, str]:
+    """Root history first, then the root.json link, then the rest."""
+    if "root_history" in path.parts:
+        return 0, str(path)
+    return (1 if path.name == "root.json" else 2), str(path)
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    """Whether `target` is what `source` is (a hard link, or a link to the same root)."""
+    if source.is_symlink() or target.is_symlink():
+        return (
+            source.is_symlink()
+            and target.is_symlink()
+            and os.readlink(source) == os.readlink(target)
+        )
+    try:
+        return os.path.samefile(source, target)
+    except FileNotFoundError:
+        return False
 
 
 def _finish_first(state: State, wanted: PatchInfo, patches: Sequence[PatchInfo]) -> PatchInfo:

@@ -20,6 +20,9 @@ DEFAULT_STATE_DIR = Path(_DEFAULT)
 @dataclass(frozen=True)
 class Paths:
     root: Path
+    metadata_dir: Path | None = None
+    """Where update metadata is kept, when not in the state directory's ``metadata``
+    (a check-in works on a staged copy: see ``livepatch.client.checkin``)."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Paths:
@@ -68,7 +71,7 @@ class Paths:
     @property
     def metadata(self) -> Path:
         """Trusted update metadata (the pinned root and its successors)."""
-        return self.root / "metadata"
+        return self.metadata_dir or self.root / "metadata"
 
     @property
     def modules(self) -> Path:
