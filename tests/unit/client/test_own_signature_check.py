@@ -9,6 +9,8 @@ signer's module would be loaded.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,14 +19,16 @@ import pytest
 
 from livepatch.client import commands
 from livepatch.client.checkin import CheckIn
+from livepatch.client.errors import NotEnabled
 from livepatch.client.metadata import TufMetadata
 from livepatch.client.paths import Paths
 from livepatch.client.state import Credential, PatchState, StateFile
 from livepatch.trust import certs, modsig
 from livepatch.trust.keys import KeyDirectory
+from livepatch.trust.updater import PatchUpdater
 from tests.unit.client.fakes import KERNEL, World, make_world
 from tests.unit.trust.pki import Pki
-from tests.unit.trust.tufworld import BASE
+from tests.unit.trust.tufworld import BASE, METADATA_URL, TARGETS_URL
 from tests.unit.trust.tufworld import World as Repository
 
 ROLLOUT = {"stage": "all", "percentage": 100.0, "halted": False}
@@ -49,10 +53,22 @@ def client(tmp_path: Path, repository: Repository) -> World:
     world = make_world(tmp_path / "machine")
     world.clock.now = datetime.now(UTC)  # the signing certificates are issued now
 
+    enrol = world.service.enrol
+
+    def enrol_pinning_the_repository_root(**fields: Any) -> Any:
+        return dataclasses.replace(enrol(**fields), root=repository.pinned_root)
+
     def metadata(config: Any, paths: Paths, credential: Credential) -> TufMetadata:
-        return TufMetadata(
-            BASE.rstrip("/"), paths=paths, credential=credential, updater=repository.client()
+        updater = PatchUpdater(
+            paths.metadata,
+            METADATA_URL,
+            TARGETS_URL,
+            targets_dir=paths.root / "targets",
+            fetcher=repository.fetcher,
         )
+        return TufMetadata(BASE.rstrip("/"), paths=paths, credential=credential, updater=updater)
+
+    world.service.enrol = enrol_pinning_the_repository_root  # type: ignore[method-assign]
 
     world.runtime = lambda: dataclasses.replace(  # type: ignore[method-assign]
         World.runtime(world), metadata=metadata
@@ -148,3 +164,62 @@ def test_a_module_altered_after_signing_is_refused(client: World, repository: Re
     code, _ = check(client)
     assert code == "signature-failure"
     assert client.kernel.loads == []
+
+
+# -- the staged metadata a check-in works on --------------------------------------------
+
+
+def metadata_files(paths: Paths) -> dict[str, str]:
+    """Each file of the live metadata (relative name) and what it is (a link's target)."""
+    live = paths.metadata
+    return {
+        str(p.relative_to(live)): (os.readlink(p) if p.is_symlink() else p.read_text())
+        for p in sorted(live.rglob("*"))
+        if p.is_file() or p.is_symlink()
+    }
+
+
+def test_a_check_in_keeps_what_it_verified_and_no_staging_copy(client: World, repository):
+    key, cert = repository.keys.current_signing()
+    publish(repository, 1, key, cert)
+    assert check(client) == (None, "")
+    files = metadata_files(client.paths)
+    assert {"root.json", "timestamp.json", "snapshot.json", "targets.json"} <= set(files)
+    assert json.loads(files["timestamp.json"])["signed"]["version"] >= 2
+    assert list(client.paths.root.glob(".metadata.checkin.*")) == []
+    # The next check-in starts from there: serving the older timestamp again is a rollback.
+    old_timestamp = (repository.path / "metadata" / "timestamp.json").read_bytes()
+    publish(repository, 2, key, cert)
+    assert check(client) == (None, "")
+    repository.fetcher.overrides["timestamp.json"] = old_timestamp
+    code, message = check(client)
+    assert code == "metadata-rejected", message
+    assert "version" in message
+
+
+def test_a_check_in_whose_enrolment_ended_leaves_the_metadata_alone(
+    client: World, repository, monkeypatch
+):
+    key, cert = repository.keys.current_signing()
+    publish(repository, 1, key, cert)
+    before = metadata_files(client.paths)
+    runtime = client.runtime()
+    original = runtime.metadata
+
+    def disabled_meanwhile(config: Any, paths: Paths, credential: Credential) -> Any:
+        source = original(config, paths, credential)
+        refresh = source.refresh
+
+        def refresh_then_disable() -> None:
+            refresh()  # writes verified metadata into the staged copy
+            commands.disable(client.runtime(), unload=False)
+
+        source.refresh = refresh_then_disable  # type: ignore[method-assign]
+        return source
+
+    with pytest.raises(NotEnabled):
+        CheckIn(dataclasses.replace(runtime, metadata=disabled_meanwhile)).run()
+    assert client.kernel.loads == []
+    assert metadata_files(client.paths) == {}  # disable emptied it; nothing came back
+    assert before  # (there was something to lose)
+    assert list(client.paths.root.glob(".metadata.checkin.*")) == []
