@@ -150,7 +150,9 @@ class TufMetadata:
             tls = _tls_cause(error)
             if tls is not None:
                 raise TlsFailure(self.server, transport_reason(tls)) from error
-            reason = clean(error, SENTENCE_LIMIT).rstrip(".")
+            # The transport's own words ("the transfer did not finish within 34
+            # seconds"), not the trust layer's whole sentence inside ours.
+            reason = clean(error.__cause__ or error, SENTENCE_LIMIT).rstrip(".")
             raise ServiceUnreachable(self.server, reason) from error
         except TrustRejected as error:
             raise MetadataRejected(clean(error, SENTENCE_LIMIT)) from error
