@@ -37,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     enable = sub.add_parser("enable", help="enrol this machine with a token and start patching")
-    enable.add_argument("token", metavar="TOKEN", help="the enrolment token from your service")
+    token = enable.add_mutually_exclusive_group(required=True)
+    token.add_argument(
+        "token", metavar="TOKEN", nargs="?", help="the enrolment token from your service"
+    )
+    token.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the token from PATH, or from standard input if PATH is - "
+        "(keeps it out of the process list)",
+    )
     enable.set_defaults(handler=cmd_enable)
 
     disable = sub.add_parser("disable", help="de-enrol this machine and stop patching")
@@ -163,7 +172,8 @@ def cmd_enable(args: argparse.Namespace) -> int:
     from livepatch.client import commands
 
     commands.require_root("enable")
-    result = commands.enable(_runtime(), args.token)
+    token = commands.read_token(args.token, args.token_file, sys.stdin.buffer)
+    result = commands.enable(_runtime(), token)
     print(f"Machine enabled (machine id {result.machine_id}, tier {result.tier}).")
     if result.outcome is None:
         doc = (result.daemon_answer or {}).get("status") or commands.status(_runtime())

@@ -13,6 +13,8 @@ class LivepatchError(Exception):
 
     code: str = "error"
     exit_code: int = 1
+    retry_after: float | None = None
+    """Seconds the service asked us to wait before trying again (Retry-After), if it did."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

@@ -1,9 +1,26 @@
 """One check-in: reconcile, renew, refresh metadata, plan, verify, load, report.
 
 Every step persists its outcome through a pure transition before the next
-step starts, under the state lock, so a crash at any point leaves a record
-that ``reconcile`` can square with the kernel. The intent to load is saved
-*before* finit_module: after a crash the kernel tells whether it happened.
+step starts, so a crash at any point leaves a record that ``reconcile`` can
+square with the kernel. The intent to load is saved *before* finit_module:
+after a crash the kernel tells whether it happened.
+
+Locks: check-ins take turns on their own lock (``Paths.checkin_lock``), held
+for the whole check-in. The state lock, which `enable`, `disable` and
+`config` take too, is held only to read or change the state, and across the
+kernel load (intent, finit_module, outcome), never across network I/O: a
+slow or hostile service cannot lock the command line out. Each change is
+applied to the state as it is on disk at that moment; when the enrolment the
+check-in started with is gone (`disable`, or `disable` then `enable`) the
+check-in stops and leaves the new state alone.
+
+Update metadata gets the same care: python-tuf writes what it verified into
+its directory as it goes (new roots, timestamp, snapshot, targets), and a
+check-in of an enrolment that `disable` ended must not write the old
+service's root into the new enrolment's directory. So a check-in works on a
+staged copy (hard links: python-tuf replaces files, never rewrites them) and
+moves what changed back into ``metadata`` at the end, under the state lock,
+only if its enrolment is still the machine's.
 
 Blocking: run it in a worker thread from the daemon.
 """
@@ -11,6 +28,8 @@ Blocking: run it in a worker thread from the daemon.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,15 +51,17 @@ from livepatch.client.state import (
     Crash,
     Credential,
     CredentialFile,
+    Enrolment,
     ErrorRecord,
     Health,
     HealthWatch,
+    PatchRecord,
     Report,
     Revoked,
     State,
     StateFile,
 )
-from livepatch.client.store import locked, write_atomic
+from livepatch.client.store import fsync_dir, locked, write_atomic
 from livepatch.errors import LivepatchError
 from livepatch.rollout import Tier
 
@@ -88,16 +109,38 @@ def retryable(error: LivepatchError) -> bool:
     return isinstance(error, ClientError) and error.retryable
 
 
+class _Superseded(Exception):
+    """The enrolment changed while the check-in talked to the service."""
+
+
 class CheckIn:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.states = StateFile(runtime.paths.state)
         self.credentials = CredentialFile(runtime.paths.credential)
         self.intents = IntentFile(runtime.paths.intent)
+        self._staging: Path | None = None
 
     def _save(self, state: State) -> State:
         self.states.save(state)
         return state
+
+    def _update(self, enrolment: Enrolment, change: Callable[[State], State]) -> State:
+        """Apply `change` to the saved state, under the state lock; the new state.
+
+        Raises _Superseded when the state no longer holds `enrolment`.
+        """
+        with locked(self.rt.paths.lock):
+            current = self._current(enrolment)
+            new = change(current)
+            return self._save(new) if new != current else current
+
+    def _current(self, enrolment: Enrolment) -> State:
+        """The saved state (the caller holds the state lock), if it still holds `enrolment`."""
+        current = self.states.load()
+        if current.enrolment != enrolment:
+            raise _Superseded()
+        return current
 
     def reconcile(self) -> State:
         """Align the record with the kernel (daemon start-up); returns the saved state."""
@@ -138,7 +181,26 @@ class CheckIn:
 
     def run(self) -> Outcome:
         """Check in once; errors are recorded in the state and returned, not raised,
-        except NotEnabled."""
+        except NotEnabled (also when the machine is disabled meanwhile)."""
+        with locked(self.rt.paths.checkin_lock):
+            self._discard_staged_metadata()  # left by a check-in that was killed
+            try:
+                outcome = self._run()
+                if self._staging is not None and outcome.state.enrolment is not None:
+                    with locked(self.rt.paths.lock):
+                        self._current(outcome.state.enrolment)
+                        self._publish_metadata(self._staging)
+                return outcome
+            except _Superseded:
+                state = self.states.load()
+                if state.enrolment is None:
+                    raise NotEnabled() from None
+                log.info("the machine was enrolled again during the check-in; result dropped")
+                return Outcome(state)
+            finally:
+                self._discard_staged_metadata()
+
+    def _run(self) -> Outcome:
         with locked(self.rt.paths.lock):
             state = self._reconciled(self.states.load())
             enrolment = state.enrolment
@@ -153,77 +215,134 @@ class CheckIn:
                 return Outcome(
                     self._save(transitions.unsupported(state, key, error_record(error), now)), error
                 )
-            try:
-                config = load_config(self.rt.paths.config)
-                state = self._judge_due(state, key, now)
-                credential = self._fresh_credential(state, config, now)
-                service = self.rt.service(config)
-                state = self._flush_reports(state, service, credential)
-                source = self.rt.metadata(config, self.rt.paths, credential)
-                source.refresh()
-                patches = source.patches()
-                # A patch still in transition is not applied yet (it may never be).
-                loaded = {
-                    name
-                    for name, status in self.rt.kernel.loaded().items()
-                    if status.enabled and not status.transition
-                }
-                decision = plan(
-                    patches,
-                    kernel_key=key,
-                    machine_id=enrolment.machine_id,
-                    tier=effective_tier(state, config),
-                    loaded_modules=loaded,
-                    blocked={state.crashed.patch_id} if state.crashed else (),
-                )
-            except LivepatchError as error:
-                log.warning("check-in failed: %s", error)
-                failed = transitions.check_failed(
-                    state, error_record(error), now, retryable=retryable(error)
-                )
-                return Outcome(self._save(failed), error)
-            state = self._save(transitions.planned(state, decision, key, now))
-            window = config.health_window
-            if isinstance(decision, Revert | Remove):
-                outcome = self._leave_revoked(state, decision, source, key, now, window)
-            elif isinstance(decision, Apply):
-                target = _finish_first(state, decision.patch, patches)
-                outcome = self._apply(state, target, source, key, now, window)
-            else:
-                return Outcome(state)
-            state = self._flush_reports(outcome.state, service, credential)
-            return replace(outcome, state=state)
+            credential = self.credentials.load()
+            if credential is None:
+                raise NotEnabled()
+            self._staging = self._stage_metadata()
+        paths = replace(self.rt.paths, metadata_dir=self._staging)
+        try:
+            config = load_config(self.rt.paths.config)
+            with locked(self.rt.paths.lock):
+                state = self._judge_due(self._current(enrolment), key, now)
+            credential = self._fresh_credential(enrolment, credential, config, now)
+            service = self.rt.service(config)
+            state = self._flush_reports(state, enrolment, service, credential)
+            source = self.rt.metadata(config, paths, credential)
+            source.refresh()
+            patches = source.patches()
+            # A patch still in transition is not applied yet (it may never be).
+            loaded = {
+                name
+                for name, status in self.rt.kernel.loaded().items()
+                if status.enabled and not status.transition
+            }
+            decision = plan(
+                patches,
+                kernel_key=key,
+                machine_id=enrolment.machine_id,
+                tier=effective_tier(state, config),
+                loaded_modules=loaded,
+                blocked={state.crashed.patch_id} if state.crashed else (),
+            )
+        except LivepatchError as error:
+            log.warning("check-in failed: %s", error)
+            record = error_record(error)
+            failed = self._update(
+                enrolment,
+                lambda s: transitions.check_failed(s, record, now, retryable=retryable(error)),
+            )
+            return Outcome(failed, error)
+        state = self._update(enrolment, lambda s: transitions.planned(s, decision, key, now))
+        window = config.health_window
+        if isinstance(decision, Revert | Remove):
+            outcome = self._leave_revoked(enrolment, decision, source, key, now, window)
+        elif isinstance(decision, Apply):
+            target = _finish_first(state, decision.patch, patches)
+            outcome = self._apply(enrolment, target, source, key, now, window)
+        else:
+            return Outcome(state)
+        state = self._flush_reports(outcome.state, enrolment, service, credential)
+        return replace(outcome, state=state)
 
-    def _fresh_credential(self, state: State, config: Config, now: datetime) -> Credential:
-        assert state.enrolment is not None
-        credential = self.credentials.load()
-        if credential is None:
-            raise NotEnabled()
+    def _stage_metadata(self) -> Path:
+        """A copy of the trusted metadata for this check-in (the caller holds the state lock)."""
+        staging = self.rt.paths.root / f"{STAGING_PREFIX}{os.getpid()}.{os.urandom(4).hex()}"
+        try:
+            shutil.copytree(self.rt.paths.metadata, staging, symlinks=True, copy_function=os.link)
+        except FileNotFoundError:  # nothing pinned: the metadata source says so
+            staging.mkdir(mode=0o700, exist_ok=True)
+        return staging
+
+    def _publish_metadata(self, staging: Path) -> None:
+        """Move what the check-in changed into the live metadata (under the state lock).
+
+        Each file moves atomically, older roots first and the root.json link
+        after them; every file was verified before python-tuf wrote it.
+        """
+        live = self.rt.paths.metadata
+        moved = False
+        for source in sorted(staging.rglob("*"), key=_publish_order):
+            if source.is_dir() and not source.is_symlink():
+                continue
+            target = live / source.relative_to(staging)
+            if _same_file(source, target):
+                continue
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(source, target)
+            moved = True
+        if moved:
+            for directory in {live, *(p.parent for p in live.rglob("*.json"))}:
+                fsync_dir(directory)
+
+    def _discard_staged_metadata(self) -> None:
+        self._staging = None
+        for leftover in self.rt.paths.root.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _fresh_credential(
+        self, enrolment: Enrolment, credential: Credential, config: Config, now: datetime
+    ) -> Credential:
         issued = credential.issued or credential.expires - timedelta(days=30)
         left = credential.expires - now
         if left > max((credential.expires - issued) * self.rt.timing.renew_before, timedelta(0)):
             return credential
-        renewed = self.rt.service(config).renew(state.enrolment.machine_id, credential)
+        renewed = self.rt.service(config).renew(enrolment.machine_id, credential)
         renewed = replace(renewed, issued=renewed.issued or now)
-        self.credentials.save(renewed)
+        with locked(self.rt.paths.lock):
+            self._current(enrolment)
+            self.credentials.save(renewed)
         log.info("credential renewed; it expires %s", renewed.expires.isoformat())
         return renewed
 
-    def _flush_reports(self, state: State, service: ServiceClient, credential: Credential) -> State:
-        """Send queued reports in order; stop at the first failure and keep the rest."""
-        assert state.enrolment is not None
+    def _flush_reports(
+        self,
+        state: State,
+        enrolment: Enrolment,
+        service: ServiceClient,
+        credential: Credential,
+    ) -> State:
+        """Send queued reports in order; stop at the first failure and keep the rest.
+
+        Only check-ins queue reports and they take turns, so the first `sent`
+        reports on disk are the ones sent.
+        """
         sent = 0
         for report in state.pending_reports:
             try:
-                service.report(state.enrolment.machine_id, credential, report)
+                service.report(enrolment.machine_id, credential, report)
             except LivepatchError as error:
                 log.warning("could not send a report yet: %s", error)
                 break
             sent += 1
-        return self._save(transitions.reports_sent(state, sent)) if sent else state
+        if not sent:
+            return state
+        return self._update(enrolment, lambda s: transitions.reports_sent(s, sent))
 
     def _judge_due(self, state: State, key: str, now: datetime) -> State:
-        """Judge the watched patch once its health window has passed; queue the verdict."""
+        """Judge the watched patch once its health window has passed; queue the verdict.
+
+        The caller holds the state lock (the verdict reads the kernel, not the network).
+        """
         watch = state.watch
         if watch is None or now < watch.until:
             return state
@@ -257,7 +376,7 @@ class CheckIn:
 
     def _leave_revoked(
         self,
-        state: State,
+        enrolment: Enrolment,
         decision: Revert | Remove,
         source: MetadataSource,
         key: str,
@@ -269,19 +388,21 @@ class CheckIn:
         reason = revoked.revoked.reason if revoked.revoked else ""
         replaced = None
         if isinstance(decision, Revert):
-            outcome = self._apply(state, decision.patch, source, key, now, window)
+            outcome = self._apply(enrolment, decision.patch, source, key, now, window)
             if outcome.error is not None:
                 return outcome
-            state, replaced = outcome.state, outcome.state.applied
+            replaced = outcome.state.applied
         else:
-            try:
-                self.rt.kernel.disable(revoked.module_name)
-                self.rt.kernel.unload(revoked.module_name)
-            except LivepatchError as error:
-                log.error("could not remove revoked patch %s: %s", revoked.patch_id, error)
-                return Outcome(
-                    self._save(transitions.leaving_failed(state, error_record(error))), error
-                )
+            with locked(self.rt.paths.lock):
+                state = self._current(enrolment)
+                try:
+                    self.rt.kernel.disable(revoked.module_name)
+                    self.rt.kernel.unload(revoked.module_name)
+                except LivepatchError as error:
+                    log.error("could not remove revoked patch %s: %s", revoked.patch_id, error)
+                    return Outcome(
+                        self._save(transitions.leaving_failed(state, error_record(error))), error
+                    )
         log.warning("left revoked patch %s (%s)", revoked.patch_id, reason)
         record = Revoked(
             revoked.patch_id, revoked.version, reason, replaced.patch_id if replaced else ""
@@ -293,14 +414,16 @@ class CheckIn:
             reason=f"revoked: {reason}"[:500],
             taint=self._taint(),
         )
-        state = self._save(transitions.reverted(state, record, report, replaced=replaced))
-        if state.watch is None:
-            self.intents.clear()
+        with locked(self.rt.paths.lock):
+            state = self._current(enrolment)
+            state = self._save(transitions.reverted(state, record, report, replaced=replaced))
+            if state.watch is None:
+                self.intents.clear()
         return Outcome(state)
 
     def _apply(
         self,
-        state: State,
+        enrolment: Enrolment,
         patch: PatchInfo,
         source: MetadataSource,
         key: str,
@@ -316,8 +439,24 @@ class CheckIn:
         except LivepatchError as error:
             log.warning("patch %s not applied: %s", patch.patch_id, error)
             report = Report(patch.patch_id, key, "failed", None, _reason(error), 0, self._taint())
-            failed = transitions.apply_failed(state, error_record(error), report)
-            return Outcome(self._save(failed), error, failed=patch)
+            failure = error_record(error)
+            failed = self._update(enrolment, lambda s: transitions.apply_failed(s, failure, report))
+            return Outcome(failed, error, failed=patch)
+        with locked(self.rt.paths.lock):
+            state = self._current(enrolment)
+            return self._load(state, record, patch, data, key, now, window)
+
+    def _load(
+        self,
+        state: State,
+        record: PatchRecord,
+        patch: PatchInfo,
+        data: bytes,
+        key: str,
+        now: datetime,
+        window: int,
+    ) -> Outcome:
+        """Hand the verified module to the kernel (the caller holds the state lock)."""
         module = self._stage_module(patch, data)
         earlier = state.applying
         kernel = self.rt.kernel
@@ -379,6 +518,30 @@ class CheckIn:
             return self.rt.kernel.taint()
         except (LivepatchError, OSError):
             return 0
+
+
+STAGING_PREFIX = ".metadata.checkin."
+
+
+def _publish_order(path: Path) -> tuple[int, str]:
+    """Root history first, then the root.json link, then the rest."""
+    if "root_history" in path.parts:
+        return 0, str(path)
+    return (1 if path.name == "root.json" else 2), str(path)
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    """Whether `target` is what `source` is (a hard link, or a link to the same root)."""
+    if source.is_symlink() or target.is_symlink():
+        return (
+            source.is_symlink()
+            and target.is_symlink()
+            and os.readlink(source) == os.readlink(target)
+        )
+    try:
+        return os.path.samefile(source, target)
+    except FileNotFoundError:
+        return False
 
 
 def _finish_first(state: State, wanted: PatchInfo, patches: Sequence[PatchInfo]) -> PatchInfo:

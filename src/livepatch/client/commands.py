@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from livepatch.client import config as settings
 from livepatch.client import control, statuscache, transitions
@@ -26,6 +26,7 @@ from livepatch.client.errors import (
     NotConfigured,
     NotEnabled,
     SettingsNeedRoot,
+    TokenUnreadable,
     UnloadRefused,
     UnsupportedKernel,
 )
@@ -102,6 +103,47 @@ def status(rt: Runtime) -> dict[str, Any]:
         except OSError as error:
             log.debug("status cache not written: %s", error)
     return doc
+
+
+MAX_TOKEN = 1024
+STDIN = "-"
+"""Bytes; tokens are far shorter, this only bounds what a wrong file costs."""
+
+
+def read_token(argument: str | None, path: str | None, stdin: BinaryIO) -> str:
+    """The enrolment token: `argument`, or read from the file at `path` ('-' is stdin).
+
+    A token given as an argument is visible to every local user in the process
+    list while `livepatch enable` runs; from a file or stdin it is not.
+    """
+    if (argument is None) == (path is None):
+        raise TokenUnreadable(
+            "Give the token either as an argument or with --token-file PATH "
+            "(--token-file - reads it from standard input), not both."
+        )
+    if argument is not None:
+        return argument
+    where = "standard input" if path == STDIN else f"the token file {path}"
+    try:
+        if path == STDIN:
+            data = stdin.read(MAX_TOKEN + 1)
+        else:
+            with Path(str(path)).open("rb") as file:
+                data = file.read(MAX_TOKEN + 1)
+    except OSError as error:
+        raise TokenUnreadable(
+            f"Cannot read {where} ({error.strerror or error}); check the path and its permissions."
+        ) from None
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if len(data) > MAX_TOKEN or not token or any(char.isspace() for char in token):
+        raise TokenUnreadable(
+            f"{where[0].upper()}{where[1:]} does not hold one token; put just the token "
+            "in it (a trailing newline is fine)."
+        )
+    return token
 
 
 @dataclass(frozen=True)
@@ -206,25 +248,34 @@ def disable(rt: Runtime, *, unload: bool) -> Disabled:
     """De-enrol: tell the service, forget the enrolment locally, then (with `unload`)
     disable and unload our patches.
 
+    The state lock is not held while the service is told, only around reading
+    the enrolment and changing the state.
+
     The local de-enrolment is saved before the kernel is asked anything, so a
     patch the kernel will not let go of never leaves the machine half enrolled;
     such a patch is reported in `refused` and stays loaded (never forced).
     """
     paths = rt.paths
+    states = StateFile(paths.state)
+    credentials = CredentialFile(paths.credential)
     with locked(paths.lock):
-        states = StateFile(paths.state)
-        state = states.load()
-        if state.enrolment is None:
+        enrolment = states.load().enrolment
+        if enrolment is None:
             raise NotEnabled()
-        credentials = CredentialFile(paths.credential)
         credential = credentials.load()
-        service_error: LivepatchError | None = None
-        if credential is not None:
-            try:
-                config = settings.load(paths.config)
-                rt.service(config).deregister(state.enrolment.machine_id, credential)
-            except LivepatchError as error:
-                service_error = error
+    # The service is told without the state lock held: a slow service must not lock
+    # out `config` or the daemon meanwhile.
+    service_error: LivepatchError | None = None
+    if credential is not None:
+        try:
+            config = settings.load(paths.config)
+            rt.service(config).deregister(enrolment.machine_id, credential)
+        except LivepatchError as error:
+            service_error = error
+    with locked(paths.lock):
+        state = states.load()
+        if state.enrolment != enrolment:  # disabled (and maybe enabled again) meanwhile
+            raise NotEnabled()
         credentials.remove()
         _reset_metadata(paths)
         state = transitions.disenrolled(state, unloaded=False)

@@ -8,7 +8,9 @@ JSON-quoted line so the ``KEY: value`` shape holds.
 Two files: ``config.json`` (0600, every value as given: proxy URLs may carry
 passwords) and ``config.public.json`` beside it (0644, the same settings with
 passwords in URLs replaced by ``REDACTED``), so ``livepatch config`` and
-``livepatch status`` work without root.
+``livepatch status`` work without root. Proxy URLs are parsed strictly
+(``livepatch.client.proxyurl``), when set and when read back; error messages
+never quote a password.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from livepatch.client import proxyurl
 from livepatch.client.errors import InvalidConfig
 from livepatch.client.store import write_atomic
 from livepatch.rollout import Tier
@@ -28,7 +31,8 @@ DEFAULT_CHECK_INTERVAL = 60
 DEFAULT_HEALTH_WINDOW = 300
 MAX_HEALTH_WINDOW = 86400
 PEM_MARKER = "-----BEGIN CERTIFICATE-----"
-REDACTED = "REDACTED"
+REDACTED = proxyurl.REDACTED
+PROXY_KEYS = ("http-proxy", "https-proxy")
 PUBLIC_SUFFIX = ".public.json"
 
 
@@ -49,8 +53,29 @@ class Config:
 
     def proxies(self) -> dict[str, str]:
         """The proxy settings in the shape `requests` takes; empty when unset."""
-        result = {"http": self.http_proxy, "https": self.https_proxy, "no_proxy": self.no_proxy}
+        result = {
+            "http": _for_requests("http-proxy", self.http_proxy),
+            "https": _for_requests("https-proxy", self.https_proxy),
+            "no_proxy": self.no_proxy,
+        }
         return {key: value for key, value in result.items() if value}
+
+
+def _for_requests(key: str, value: str) -> str:
+    if not value:
+        return ""
+    try:
+        return proxyurl.parse(value).for_requests()
+    except ValueError as error:
+        raise InvalidConfig(_bad_proxy(key, value, error)) from None
+
+
+def _bad_proxy(key: str, value: str, error: ValueError) -> str:
+    schemes = "/".join(proxyurl.SCHEMES)
+    return (
+        f"{key} must be a {schemes} URL of the form SCHEME://[USER[:PASSWORD]@]HOST[:PORT] "
+        f"({error}), got {proxyurl.redact(value)!r}."
+    )
 
 
 KEYS: tuple[str, ...] = tuple(field.name.replace("_", "-") for field in dataclasses.fields(Config))
@@ -89,8 +114,12 @@ def _validate(key: str, value: str) -> object:
         return _health_window(value)
     if key == "remote-server":
         return _url(key, value, ("https",)).rstrip("/")
-    if key in ("http-proxy", "https-proxy"):
-        return _url(key, value, ("http", "https", "socks5", "socks5h"))
+    if key in PROXY_KEYS:
+        try:
+            proxyurl.parse(value)
+        except ValueError as error:
+            raise InvalidConfig(_bad_proxy(key, value, error)) from None
+        return value
     if key == "tier":
         if value not in {tier.value for tier in Tier}:
             choices = ", ".join(tier.value for tier in Tier)
@@ -119,7 +148,8 @@ def _health_window(value: object) -> int:
 def _url(key: str, value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.hostname:
-        raise InvalidConfig(f"{key} must be a {'/'.join(schemes)} URL, got {value!r}.")
+        shown = proxyurl.redact(value)
+        raise InvalidConfig(f"{key} must be a {'/'.join(schemes)} URL, got {shown!r}.")
     return value
 
 
@@ -155,6 +185,12 @@ def from_mapping(data: Mapping[str, object]) -> Config:
                 values["health_window"] = _health_window(value)
             except InvalidConfig as error:
                 raise ValueError(f"health-window is {value!r}, not a number of seconds") from error
+        elif key in PROXY_KEYS and value:
+            try:
+                proxyurl.parse(str(value))
+            except ValueError as error:
+                raise ValueError(f"{key} is not a proxy URL ({error})") from None
+            values[key.replace("-", "_")] = str(value)
         else:
             values[key.replace("-", "_")] = str(value)
     return Config(**values)  # type: ignore[arg-type]
@@ -202,12 +238,7 @@ def public_path(path: Path) -> Path:
 
 def redact_url(value: str) -> str:
     """`value` with the password of its user-info part replaced, if it has one."""
-    parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{host}"))
+    return proxyurl.redact(value)
 
 
 def redact(config: Config) -> Config:

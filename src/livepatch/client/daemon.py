@@ -198,17 +198,19 @@ class Daemon:
                 outcome = Outcome(self._state(), error)
             self.checks += 1
             if outcome.state.enrolment is not None:
-                await asyncio.to_thread(self._schedule)
+                wait = outcome.error.retry_after if outcome.error is not None else None
+                await asyncio.to_thread(self._schedule, wait)
             self._publish(outcome)
             self._wake.set()  # the timer loop re-reads the schedule
             return outcome
 
-    def _schedule(self) -> None:
+    def _schedule(self, retry_after: float | None = None) -> None:
+        """Save when to check next; `retry_after` is the wait the service asked for."""
         with locked(self.rt.paths.lock):
             states = StateFile(self.rt.paths.state)
             state = states.load()
             interval = self._check_interval() * 60.0
-            delay = next_delay(interval, state.failures, self.draw(), self.rt.timing)
+            delay = next_delay(interval, state.failures, self.draw(), self.rt.timing, retry_after)
             when = self.rt.clock() + timedelta(seconds=delay)
             states.save(transitions.scheduled(state, when))
         log.info("next check-in at %s", when.isoformat())

@@ -66,6 +66,11 @@ class InvalidConfig(ClientError):
     exit_code = 2
 
 
+class TokenUnreadable(ClientError):
+    code = "token-unreadable"
+    exit_code = 2
+
+
 class UnknownToken(ClientError):
     code = "unknown-token"
 
@@ -128,6 +133,20 @@ class ServiceError(ClientError):
 
     code = "service-error"
     retryable = True
+
+
+class ServiceBusy(ServiceError):
+    """429 or 503: the service asks machines to come back later (Retry-After)."""
+
+    code = "service-busy"
+
+    def __init__(self, url: str, status: int, retry_after: float | None) -> None:
+        when = f"in {retry_after:.0f} seconds" if retry_after is not None else "later"
+        super().__init__(
+            f"The patch service at {url} is busy (HTTP {status}); "
+            f"livepatch checks again {when}, or run the command again then."
+        )
+        self.retry_after = retry_after
 
 
 class MetadataRejected(ClientError):

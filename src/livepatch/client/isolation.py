@@ -48,6 +48,7 @@ class _Report:
     failed: PatchInfo | None = None
     error_code: str | None = None
     error_message: str = ""
+    retry_after: float | None = None
     not_enabled: bool = False
     traceback: str = ""
     """Set when the check-in raised something unexpected (a bug)."""
@@ -59,13 +60,16 @@ def _report(call: Callable[[], Outcome]) -> _Report:
     except NotEnabled:
         return _Report(not_enabled=True)
     except LivepatchError as error:
-        return _Report(error_code=error.code, error_message=str(error))
+        return _Report(
+            error_code=error.code, error_message=str(error), retry_after=error.retry_after
+        )
     failure = outcome.error
     return _Report(
         applied=outcome.applied,
         failed=outcome.failed,
         error_code=None if failure is None else failure.code,
         error_message="" if failure is None else str(failure),
+        retry_after=None if failure is None else failure.retry_after,
     )
 
 
@@ -129,6 +133,7 @@ def run_forked(call: Callable[[], Outcome], load_state: Callable[[], State]) -> 
         error = CheckInCrashed(report.error_message)
     elif report.error_code is not None:
         error = LivepatchError(report.error_message, code=report.error_code)
+        error.retry_after = report.retry_after
     return Outcome(load_state(), error, applied=report.applied, failed=report.failed)
 
 

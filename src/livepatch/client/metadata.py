@@ -7,6 +7,9 @@ each module's appended signature against the signing certificates that came
 in the same signed metadata. Trust-layer errors become client errors here:
 a download that failed TLS verification becomes the same ``TlsFailure`` that
 enrolment reports, any other transport failure ``ServiceUnreachable``.
+The text the metadata carries (descriptions, CVEs, severities) and the text
+of errors is cleaned here (``livepatch.client.untrusted``): signed or not, it
+was written by the service.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TypeVar
 
 import requests
 
+from livepatch import transfer
 from livepatch.client.api import transport_reason
 from livepatch.client.errors import (
     MetadataRejected,
@@ -30,6 +34,7 @@ from livepatch.client.errors import (
 from livepatch.client.patches import Cve, PatchInfo
 from livepatch.client.paths import Paths
 from livepatch.client.state import Credential
+from livepatch.client.untrusted import NAME_LIMIT, SENTENCE_LIMIT, TEXT_LIMIT, clean
 from livepatch.rollout import RolloutState, Stage
 
 # tuf imports securesystemslib.signer, which imports boto3 when it is installed
@@ -63,14 +68,21 @@ def to_info(target: PatchTarget) -> PatchInfo:
         ) from error
     return PatchInfo(
         target=target.name,
-        patch_id=target.patch_id,
-        version=target.version,
+        patch_id=clean(target.patch_id, NAME_LIMIT),
+        version=clean(target.version, NAME_LIMIT),
         kernels=tuple(target.kernels),
         module_name=target.module_name,
         cumulative=target.cumulative,
-        severity=target.severity,
-        description=target.description,
-        cves=tuple(Cve(c.id, c.severity, c.description) for c in target.cves),
+        severity=clean(target.severity, NAME_LIMIT),
+        description=clean(target.description, TEXT_LIMIT),
+        cves=tuple(
+            Cve(
+                clean(c.id, NAME_LIMIT),
+                clean(c.severity, NAME_LIMIT),
+                clean(c.description, TEXT_LIMIT),
+            )
+            for c in target.cves
+        ),
         rollout=RolloutState(stage, float(target.rollout.percentage), target.rollout.halted),
     )
 
@@ -85,11 +97,14 @@ class TufMetadata:
         ca_bundle: str | None = None,
         proxies: Mapping[str, str] | None = None,
         updater: PatchUpdater | None = None,
+        limits: transfer.Limits | None = None,
     ) -> None:
         self.server = server
         if updater is None:
             fetch = FetchConfig(
-                ca_bundle=Path(ca_bundle) if ca_bundle else None, proxies=dict(proxies or {})
+                ca_bundle=Path(ca_bundle) if ca_bundle else None,
+                proxies=dict(proxies or {}),
+                limits=limits or transfer.Limits(),
             )
             updater = self._guard(
                 lambda: PatchUpdater(
@@ -109,7 +124,7 @@ class TufMetadata:
 
     def patches(self) -> Sequence[PatchInfo]:
         targets = self._guard(self._updater.patches)
-        self._targets = {target.patch_id: target for target in targets}
+        self._targets = {clean(target.patch_id, NAME_LIMIT): target for target in targets}
         return [to_info(target) for target in targets]
 
     def download(self, patch: PatchInfo) -> bytes:
@@ -125,7 +140,8 @@ class TufMetadata:
         try:
             verify_module(data, certificates, now=now)
         except ModuleSignatureError as error:
-            raise SignatureFailure(patch.patch_id, str(error).rstrip(".")) from error
+            reason = clean(error, SENTENCE_LIMIT).rstrip(".")
+            raise SignatureFailure(patch.patch_id, reason) from error
 
     def _guard(self, call: Callable[[], T]) -> T:
         try:
@@ -134,9 +150,12 @@ class TufMetadata:
             tls = _tls_cause(error)
             if tls is not None:
                 raise TlsFailure(self.server, transport_reason(tls)) from error
-            raise ServiceUnreachable(self.server, str(error).rstrip(".")) from error
+            # The transport's own words ("the transfer did not finish within 34
+            # seconds"), not the trust layer's whole sentence inside ours.
+            reason = clean(error.__cause__ or error, SENTENCE_LIMIT).rstrip(".")
+            raise ServiceUnreachable(self.server, reason) from error
         except TrustRejected as error:
-            raise MetadataRejected(str(error)) from error
+            raise MetadataRejected(clean(error, SENTENCE_LIMIT)) from error
 
 
 def _tls_cause(error: BaseException) -> BaseException | None:

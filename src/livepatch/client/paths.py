@@ -20,6 +20,9 @@ DEFAULT_STATE_DIR = Path(_DEFAULT)
 @dataclass(frozen=True)
 class Paths:
     root: Path
+    metadata_dir: Path | None = None
+    """Where update metadata is kept, when not in the state directory's ``metadata``
+    (a check-in works on a staged copy: see ``livepatch.client.checkin``)."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Paths:
@@ -56,6 +59,11 @@ class Paths:
         return self.root / "lock"
 
     @property
+    def checkin_lock(self) -> Path:
+        """Check-ins take turns on it; held across network I/O, so nothing else waits on it."""
+        return self.root / "checkin.lock"
+
+    @property
     def daemon_lock(self) -> Path:
         """Locked by the running daemon for as long as it runs."""
         return self.root / "daemon.pid"
@@ -68,7 +76,7 @@ class Paths:
     @property
     def metadata(self) -> Path:
         """Trusted update metadata (the pinned root and its successors)."""
-        return self.root / "metadata"
+        return self.metadata_dir or self.root / "metadata"
 
     @property
     def modules(self) -> Path:

@@ -25,7 +25,20 @@ from livepatch.kernel.errors import (
 )
 from livepatch.kernel.sysfs import LoadedPatch
 
-SIGNATURE_ERRNOS = frozenset({errno.EKEYREJECTED, errno.ENOKEY, errno.EBADMSG, errno.ENOPKG})
+SIGNATURE_ERRNOS = frozenset(
+    {
+        errno.EKEYREJECTED,  # the signature does not verify, or sig_enforce refused the module
+        errno.ENOKEY,  # no trusted key matches the signer
+        errno.EKEYEXPIRED,  # the matching key in the kernel's keyring expired
+        errno.EKEYREVOKED,  # the matching key in the kernel's keyring was revoked
+        errno.EBADMSG,  # the PKCS#7 signature is malformed
+        errno.ENOPKG,  # unsupported signature algorithm or digest
+        errno.ENODATA,  # no signature at all
+    }
+)
+"""What finit_module returns when module signature checking refuses a module
+(kernel/module/signing.c, crypto/asymmetric_keys). Without sig_enforce and
+under lockdown the refusal is EPERM instead (see ``load_error``)."""
 WRONG_KERNEL_ERRNOS = frozenset({errno.ENOEXEC, errno.EINVAL, errno.ENOENT})
 
 

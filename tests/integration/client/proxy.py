@@ -21,6 +21,8 @@ class RecordingProxy:
         self.upstream = upstream
         self.seen: list[str] = []
         """Request lines as received, without the HTTP version: "GET http://h/p"."""
+        self.credentials: list[str] = []
+        """The Proxy-Authorization header of each request that had one."""
         self._lock = threading.Lock()
 
     def record(self, line: str) -> None:
@@ -64,6 +66,8 @@ def _handler(proxy: RecordingProxy) -> type[socketserver.StreamRequestHandler]:
                 name, _, value = header.decode("latin-1").partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value.strip())
+                if name.strip().lower() == "proxy-authorization":
+                    proxy.credentials.append(value.strip())
                 if name.strip().lower() not in ("connection", "proxy-connection"):
                     headers.append(header)
             proxy.record(f"{method} {target}")

@@ -9,6 +9,7 @@ origin directly, the proxy never seeing them.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import threading
 from collections.abc import Callable, Iterator
@@ -160,3 +161,20 @@ def test_environment_proxy_still_works(
     send(f"http://{address}", {"no_proxy": "127.0.0.1"})
     assert len(recording.seen) == 1
     assert [host for _, _, host in served.seen] == ["proxied.test", address]
+
+
+@pytest.mark.parametrize("send", CLIENTS, ids=["api", "fetcher"])
+@pytest.mark.parametrize("password", ["p#ss/w?o@rd", "50%off", "p%40ss"])
+def test_a_proxy_password_with_url_delimiters_reaches_the_proxy_whole(
+    send: Callable[[str, dict[str, str]], None],
+    proxy: tuple[str, RecordingProxy],
+    password: str,
+) -> None:
+    proxy_url, recording = proxy
+    with_password = proxy_url.replace("http://", f"http://alice:{password}@")
+    send("http://proxied.test", settings(with_password))
+    [header] = recording.credentials
+    scheme, _, encoded = header.partition(" ")
+    sent = base64.b64decode(encoded).decode()
+    expected = "p@ss" if password == "p%40ss" else password  # %XX is an escape
+    assert (scheme, sent) == ("Basic", f"alice:{expected}")

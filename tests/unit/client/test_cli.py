@@ -225,3 +225,19 @@ def test_check_in_imports_leave_boto3_out_but_importable():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False
     )
     assert result.stdout.splitlines() == ["[]", "boto3"], result.stderr
+
+
+def test_enable_reads_the_token_from_stdin_or_a_file(wired, capsys, monkeypatch, tmp_path):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"good-token\n")))
+    code, out, err = run(capsys, "enable", "--token-file", "-")
+    assert code == 0, err
+    assert "Machine enabled" in out
+    assert run(capsys, "disable")[0] == 0
+    token = tmp_path / "token"
+    token.write_text("good-token\n")
+    code, out, err = run(capsys, "enable", "--token-file", str(token))
+    assert code == 0, err
+    assert "Machine enabled" in out
+    assert "good-token" not in out + err

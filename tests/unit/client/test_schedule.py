@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from livepatch.client import transitions
-from livepatch.client.schedule import Timing, next_delay
+from livepatch.client.schedule import Timing, next_delay, retry_after_seconds
 from livepatch.client.state import ErrorRecord, State
 
 HOUR = 3600.0
@@ -92,3 +92,36 @@ def test_repeated_non_retryable_failures_never_back_off():
     for _ in range(20):
         state = transitions.check_failed(state, REJECTED, T0, retryable=False)
         assert 0.9 * HOUR <= delay_after(state) <= 1.1 * HOUR
+
+
+NOW = datetime(2026, 8, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("Sat, 01 Aug 2026 12:05:00 GMT", 300.0),
+        ("Sat, 01 Aug 2026 11:00:00 GMT", 0.0),  # in the past: no extra wait
+        ("99999999999999999999", 1e9),
+        ("-5", None),
+        ("1.5", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_header(header, seconds):
+    assert retry_after_seconds(header, NOW) == seconds
+
+
+def test_retry_after_lengthens_the_wait_up_to_its_cap():
+    timing = Timing(jitter=0.0, backoff_base=30.0, retry_after_cap=6 * HOUR)
+    assert next_delay(HOUR, 1, 0.5, timing, retry_after=600.0) == 600.0
+    assert next_delay(HOUR, 1, 0.5, timing, retry_after=10**9) == 6 * HOUR
+    # never shorter than the backoff: a hostile "Retry-After: 0" cannot make it hammer
+    assert next_delay(HOUR, 6, 0.5, timing, retry_after=0.0) == 720.0  # 30 * 2**5 * 0.75
+    assert next_delay(HOUR, 0, 0.5, timing, retry_after=0.0) == HOUR
+    assert next_delay(HOUR, 1, 0.5, timing) == 22.5

@@ -117,6 +117,12 @@ def test_rotation_grace_and_revocation(data_dir: Path, capsys: pytest.CaptureFix
     assert code == 0
     code, _, err = run(capsys, "verify", str(module), "--data-dir", str(data_dir))
     assert code == 1 and "revoked" in err
+    # A module the current certificate signs still verifies after the revocation.
+    fresh = data_dir / "fresh.ko"
+    fresh.write_bytes(BODY)
+    run(capsys, "sign", str(fresh), "--data-dir", str(data_dir))
+    code, out, err = run(capsys, "verify", str(fresh), "--data-dir", str(data_dir))
+    assert code == 0, err
     repo.reload()
     assert repo.blob_path("keys/module-signing.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 1
 

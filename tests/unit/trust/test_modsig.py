@@ -143,6 +143,16 @@ def test_revoked_certificate_is_refused(signer: Identity) -> None:
         modsig.verify_module(sign(signer), [signer.cert], now=NOW, revoked=[signer.cert])
 
 
+def test_revoking_one_certificate_leaves_the_others_trusted(pki: Pki, signer: Identity) -> None:
+    """A revocation refuses what that certificate signed, not every module."""
+    successor = pki.issue("successor")
+    trusted = [signer.cert, successor.cert]
+    verified = modsig.verify_module(sign(successor), trusted, now=NOW, revoked=[signer.cert])
+    assert verified.certificate == successor.cert
+    with pytest.raises(errors.CertificateRevoked):
+        modsig.verify_module(sign(signer), trusted, now=NOW, revoked=[signer.cert])
+
+
 def test_naive_reference_time_is_a_programming_error(signer: Identity) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         modsig.verify_module(sign(signer), [signer.cert], now=datetime.datetime(2026, 1, 1))
