@@ -31,7 +31,7 @@ from livepatch.client.errors import (
     SignatureFailure,
     TlsFailure,
 )
-from livepatch.client.patches import Cve, PatchInfo
+from livepatch.client.patches import Cve, PatchInfo, Revocation
 from livepatch.client.paths import Paths
 from livepatch.client.state import Credential
 from livepatch.client.untrusted import NAME_LIMIT, SENTENCE_LIMIT, TEXT_LIMIT, clean
@@ -50,6 +50,7 @@ try:
     from livepatch.trust.errors import MetadataRejected as TrustRejected
     from livepatch.trust.fetcher import FetchConfig
     from livepatch.trust.modsig import verify_module
+    from livepatch.trust.patchmeta import rfc3339
     from livepatch.trust.updater import PatchTarget, PatchUpdater
 finally:
     if _block_boto3 and sys.modules.get("boto3", False) is None:
@@ -84,7 +85,15 @@ def to_info(target: PatchTarget) -> PatchInfo:
             for c in target.cves
         ),
         rollout=RolloutState(stage, float(target.rollout.percentage), target.rollout.halted),
+        revoked=_revocation(target),
+        preflight=None if target.preflight is None else target.preflight.result.value,
     )
+
+
+def _revocation(target: PatchTarget) -> Revocation | None:
+    if target.revoked is None:
+        return None
+    return Revocation(clean(target.revoked.reason, TEXT_LIMIT), rfc3339(target.revoked.at))
 
 
 class TufMetadata:
