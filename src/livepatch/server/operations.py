@@ -36,6 +36,8 @@ def _log(service: Service, actor: Actor, action: str, target: str, detail: str =
 def token_document(info: tokens.TokenInfo) -> Document:
     document = dataclasses.asdict(info)
     document["tier"] = info.tier.value
+    document["created"] = info.created.isoformat()
+    document["revoked"] = info.revoked.isoformat() if info.revoked else None
     return document
 
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from livepatch import __version__
 from livepatch.cli_support import configure_logging, run
@@ -22,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "livepatch.server.admin.keys",
     "livepatch.server.admin.tokens",
     "livepatch.server.admin.patches",
+    "livepatch.server.admin.console",
 )
 
 
@@ -29,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="Administer a livepatch service.")
     parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    remote = parser.add_argument_group("a remote service (over HTTPS, through its admin API)")
+    remote.add_argument("--server", metavar="URL", help="e.g. https://livepatch.example:8443")
+    remote.add_argument("--api-key-file", type=Path, metavar="FILE", help="an admin API key")
+    remote.add_argument("--ca-file", type=Path, metavar="FILE", help="CA certificate to trust")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
