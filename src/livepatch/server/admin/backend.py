@@ -58,14 +58,19 @@ class Remote:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.headers[ADMIN_KEY_HEADER] = key
-        self.session.verify = str(ca_file) if ca_file is not None else True
+        # Per request: a session's `verify` loses to $REQUESTS_CA_BUNDLE otherwise.
+        self.verify: str | bool = str(ca_file) if ca_file is not None else True
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import requests
 
         try:
             response = self.session.request(
-                method, f"{self.url}/v1/admin{path}", timeout=TIMEOUT, **kwargs
+                method,
+                f"{self.url}/v1/admin{path}",
+                timeout=TIMEOUT,
+                verify=self.verify,
+                **kwargs,
             )
         except requests.exceptions.SSLError as error:
             raise ConfigurationError(
