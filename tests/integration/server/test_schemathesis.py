@@ -75,3 +75,6 @@ def test_no_server_errors_for_generated_requests(live: LiveServer, tmp_path: Pat
     assert counts is not None, result.stdout[-3000:]
     generated, passed = int(counts.group(1)), int(counts.group(2))
     assert generated >= 100 and passed == generated
+    # The admin routes were reached authenticated: the fuzzer's changes are audited.
+    audit = live.admin_json("audit", "--limit", "1000")
+    assert {e["action"] for e in audit if e["actor"] == name} >= {"token.create", "admin.create"}
