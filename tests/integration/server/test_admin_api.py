@@ -134,9 +134,12 @@ def test_every_admin_route_is_in_the_matrix(live: LiveServer) -> None:
         concrete = path.split("?")[0].split("/")
         for template_method, template in documented:
             parts = template.split("/")
-            if template_method == method and len(parts) == len(concrete):
-                if all(p == c or p.startswith("{") for p, c in zip(parts, concrete, strict=True)):
-                    covered.add((template_method, template))
+            if (
+                template_method == method
+                and len(parts) == len(concrete)
+                and all(p == c or p.startswith("{") for p, c in zip(parts, concrete, strict=True))
+            ):
+                covered.add((template_method, template))
     assert covered == documented, documented - covered
 
 
@@ -185,7 +188,7 @@ def test_changes_are_audited_with_who_what_and_where(
 
 
 def enrol(live: LiveServer, token: str, kernel: str, name: str) -> str:
-    response = live.client().post(
+    response = live.client(headers={"User-Agent": "livepatch/1.4.2"}).post(
         "/v1/enrol",
         json={
             "token": token,
@@ -243,6 +246,8 @@ def test_machines_filter_by_state_kernel_and_patch(live: LiveServer, keys: dict[
     assert shown["kernel"] == "6.1.0-72-amd64"
     assert shown["patch_loaded"] == patch_id
     assert shown["supported"] == "supported"
+    assert shown["client_version"] == "1.4.2"
+    assert shown["architecture"] == "amd64" and shown["tier"] == "community"
     assert shown["states"] == []
     assert [(h["patch_id"], h["result"]) for h in shown["history"]] == [(patch_id, "applied")]
     printed = live.admin("machines", "list", "--state", "apply-failed")
