@@ -51,18 +51,18 @@ def machine_support(
     kernel: str,
     *,
     live: Iterable[str],
-    known: Iterable[str],
     end_of_life: Mapping[str, datetime],
     now: datetime,
 ) -> Support:
     """One running kernel's support.
 
-    `live`: kernel keys of the patches published now; `known`: of every patch
-    ever published (withdrawn ones too); `end_of_life`: operator-set dates.
-    A kernel past its end of life is ``kernel-end-of-life``; one with a live
-    patch is ``supported``; one of a series and flavour patches exist for
-    is ``kernel-upgrade-required`` when a newer kernel of it has a patch and
-    ``supported`` otherwise (its patches are not needed yet); any other is
+    `live`: the kernel keys of the patches published now (what the signed
+    metadata lists, so a client computes the same answer from it);
+    `end_of_life`: operator-set dates. A kernel past its end of life is
+    ``kernel-end-of-life``; one with a patch is ``supported``; one of a
+    series and flavour patches exist for is ``kernel-upgrade-required`` when
+    a newer kernel of it has a patch and ``supported`` otherwise (newer than
+    every patched one: its patches are not needed yet); any other is
     ``unsupported``; a key that is not a kernel release is ``unknown``.
     """
     eol = end_of_life.get(kernel)
@@ -76,7 +76,7 @@ def machine_support(
         return Support.UNKNOWN
     siblings = [
         other
-        for other in (parse(k) for k in {*live_keys, *known})
+        for other in (parse(k) for k in live_keys)
         if other is not None and other.series == parsed.series and other.flavour == parsed.flavour
     ]
     if not siblings:

@@ -124,19 +124,23 @@ def show_machine(
 @dataclass(frozen=True)
 class _SupportContext:
     live_kernels: frozenset[str]
-    known_kernels: frozenset[str]
     end_of_life: Mapping[str, datetime]
 
     @classmethod
     def load(cls, session: Session) -> _SupportContext:
-        live: set[str] = set()
-        known: set[str] = set()
-        for kernels, withdrawn in session.execute(select(Patch.kernels, Patch.withdrawn)):
-            known.update(kernels)
-            if not withdrawn:
-                live.update(kernels)
-        eol = {row.kernel: row.end_of_life for row in session.scalars(select(KernelLifecycle))}
-        return cls(frozenset(live), frozenset(known), eol)
+        return cls(live_kernels(session), end_of_life(session))
+
+
+def live_kernels(session: Session) -> frozenset[str]:
+    """The kernels of the patches in the signed metadata now."""
+    live: set[str] = set()
+    for (kernels,) in session.execute(select(Patch.kernels).where(Patch.withdrawn.is_(False))):
+        live.update(kernels)
+    return frozenset(live)
+
+
+def end_of_life(session: Session) -> dict[str, datetime]:
+    return {row.kernel: row.end_of_life for row in session.scalars(select(KernelLifecycle))}
 
 
 def _reports(session: Session, machine_ids: Iterable[str]) -> dict[str, list[Outcome]]:
@@ -171,7 +175,6 @@ def _view(
     support = machine_support(
         machine.kernel,
         live=context.live_kernels,
-        known=context.known_kernels,
         end_of_life=context.end_of_life,
         now=now,
     )

@@ -4,9 +4,11 @@ and `livepatch-admin --server` against it (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import subprocess
 import sys
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -306,3 +308,45 @@ def test_the_command_runs_against_a_remote_service(
         timeout=60,
     )
     assert plain.returncode != 0 and "https://" in plain.stderr
+
+
+def ubuntu_pro_query(version: str, flavor: str, build_date: datetime.datetime | None) -> str:
+    """The query string UALivepatchClient.is_kernel_supported sends (ubuntu-pro-client)."""
+    query_params = {
+        "kernel-version": version,
+        "flavour": flavor,
+        "architecture": "amd64",
+        "codename": "bookworm",
+        "build-date": build_date.isoformat() if build_date is not None else "unknown",
+    }
+    return "/v1/api/kernels/supported?" + urllib.parse.urlencode(query_params)
+
+
+def test_kernel_support_answers_ubuntu_pros_query(live: LiveServer, keys: dict[str, str]) -> None:
+    built = datetime.datetime(2025, 3, 1, 12, 0, tzinfo=datetime.UTC)
+
+    def supported(version: str, flavor: str, build: datetime.datetime | None = built) -> Any:
+        response = live.client().get(ubuntu_pro_query(version, flavor, build))
+        assert response.status_code == 200, response.text
+        assert set(response.json()) == {"Supported"}
+        return response.json()["Supported"]
+
+    assert supported("5.10", "amd64") == "unsupported"
+    publish(live, "5.10.0-30-amd64", "livepatch_series")
+    assert supported("5.10", "amd64") == "supported"
+    assert supported("5.10", "amd64", None) == "supported"
+    assert supported("5.10", "cloud-amd64") == "unsupported"
+    assert supported("garbage", "amd64") == "unknown"
+    operator = as_role(live, keys["operator"])
+    ended = operator.put(
+        "/v1/admin/kernels/5.10.0-30-amd64/end-of-life",
+        json={"end_of_life": "2025-01-01T00:00:00Z"},
+    )
+    assert ended.status_code == 200, ended.text
+    assert supported("5.10", "amd64") == "kernel-end-of-life"
+    token = live.admin_json("tokens", "create", "--machines", "1")["token"]
+    machine = f"eol-{uuid.uuid4().hex[:6]}"
+    enrol(live, token, "5.10.0-30-amd64", machine)
+    shown = as_role(live, keys["viewer"]).get(f"/v1/admin/machines/{machine}").json()
+    assert shown["supported"] == "kernel-end-of-life"
+    assert "kernel-upgrade-required" in shown["states"]

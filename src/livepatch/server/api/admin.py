@@ -117,7 +117,7 @@ class AdminRequest(StrictBody):
 
 
 class EndOfLifeRequest(StrictBody):
-    end_of_life: datetime
+    end_of_life: Annotated[datetime, Field(strict=False)]
 
 
 @router.get("/whoami", responses=READ, summary="The administrator this key belongs to")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from livepatch import __version__
-from livepatch.server.api import admin, errors, machines, ops, repository
+from livepatch.server.api import admin, errors, kernels, machines, ops, repository
 from livepatch.server.api.fastpath import ASGIApp, FastPaths
 from livepatch.server.periodic import run_periodic
 from livepatch.server.service import Service
@@ -48,7 +48,7 @@ def create_api(service: Service, *, periodic: bool = False) -> FastAPI:
     )
     app.state.service = service
     errors.install(app)
-    for router in (machines.router, repository.router, ops.router, admin.router):
+    for router in (machines.router, repository.router, ops.router, kernels.router, admin.router):
         app.include_router(router)
     return app
 
