@@ -68,6 +68,11 @@ def machine_support(
     eol = end_of_life.get(kernel)
     if eol is not None and eol <= now:
         return Support.KERNEL_END_OF_LIFE
+    return published_support(kernel, live)
+
+
+def published_support(kernel: str, live: Iterable[str]) -> Support:
+    """`machine_support` without end-of-life dates: what a client tells from signed metadata."""
     live_keys = set(live)
     if kernel in live_keys:
         return Support.SUPPORTED
@@ -75,21 +80,14 @@ def machine_support(
     if parsed is None:
         return Support.UNKNOWN
     siblings = [
-        other
-        for other in (parse(k) for k in live_keys)
-        if other is not None and other.series == parsed.series and other.flavour == parsed.flavour
+        p
+        for p in (parse(k) for k in live_keys)
+        if p is not None and p.series == parsed.series and p.flavour == parsed.flavour
     ]
     if not siblings:
         return Support.UNSUPPORTED
-    newer_live = [
-        k
-        for k in live_keys
-        if (p := parse(k)) is not None
-        and p.series == parsed.series
-        and p.flavour == parsed.flavour
-        and p > parsed
-    ]
-    return Support.KERNEL_UPGRADE_REQUIRED if newer_live else Support.SUPPORTED
+    newer = any(p > parsed for p in siblings)
+    return Support.KERNEL_UPGRADE_REQUIRED if newer else Support.SUPPORTED
 
 
 def series_support(

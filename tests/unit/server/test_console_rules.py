@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from livepatch.client.planner import KernelUpgradeRequired, plan
 from livepatch.kernelsupport import Support, machine_support, parse, series_support
+from livepatch.rollout import Tier
 from livepatch.server.admins import Role, allows, looks_like_key, new_key
 from livepatch.server.fleet import MachineState, machine_states
 from livepatch.server.machines import client_version
+from tests.unit.client.fakes import patch
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 LIVE = {"6.1.0-56-amd64", "5.15.0-91-generic"}
@@ -121,3 +124,14 @@ def test_admin_keys_have_256_bits_and_a_prefix() -> None:
 )
 def test_client_version_from_the_user_agent(agent: str | None, version: str | None) -> None:
     assert client_version(agent) == version
+
+
+@pytest.mark.parametrize("kernel", ["6.1.0-40-amd64", "6.1.0-60-amd64", "6.6.0-1-amd64", "x"])
+def test_the_clients_supported_field_agrees_with_the_service(kernel: str) -> None:
+    published = [patch("3", kernel="6.1.0-56-amd64")]
+    decided = plan(
+        published, kernel_key=kernel, machine_id="m", tier=Tier.STABLE, loaded_modules=()
+    )
+    assert isinstance(decided, KernelUpgradeRequired)
+    service = machine_support(kernel, live={"6.1.0-56-amd64"}, end_of_life={}, now=NOW)
+    assert decided.support == service
