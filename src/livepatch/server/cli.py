@@ -87,6 +87,8 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[asgi.DATABASE_VAR] = args.database
     if args.blobs:
         os.environ[asgi.BLOBS_VAR] = args.blobs
+    if args.public_targets:
+        os.environ[asgi.PUBLIC_TARGETS_VAR] = "1"
     # The workers' counters start at zero with the server, as Prometheus expects.
     reset_directory(config.metrics_dir)
     os.environ[asgi.METRICS_DIR_VAR] = str(config.metrics_dir)
@@ -152,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=default_workers(),
         help=f"worker processes (default: one per CPU, at most {MAX_DEFAULT_WORKERS})",
+    )
+    serve_parser.add_argument(
+        "--public-targets",
+        action="store_true",
+        help="serve patch modules without a machine credential (behind a CDN); "
+        "by default only enrolled machines may download them",
     )
     serve_parser.set_defaults(handler=serve)
 

@@ -100,6 +100,8 @@ class ServerConfig:
     credential_lifetime: timedelta = timedelta(days=30)
     blobs_url: str | None = None
     """Where metadata and blobs are served from (see ``blobs.open_store``); None: blob_dir."""
+    public_targets: bool = False
+    """Serve modules to anyone; by default only to enrolled machines (metadata is public)."""
 
     @property
     def blob_dir(self) -> Path:
@@ -141,6 +143,7 @@ def load_config(
     environ: Mapping[str, str] = os.environ,
     *,
     blobs_url: str | None = None,
+    public_targets: bool | None = None,
 ) -> ServerConfig:
     """Resolve the data directory, database and blob store, and read ``config.toml``."""
     data_dir = (data_dir or default_data_dir(environ)).absolute()
@@ -169,6 +172,10 @@ def load_config(
         policy=RolloutPolicy.from_mapping(rollout),
         blobs_url=blobs,
     )
+    public = server.get("public_targets", False) if public_targets is None else public_targets
+    if not isinstance(public, bool):
+        raise ConfigurationError(f"{config_file}: server.public_targets must be true or false.")
+    config = replace(config, public_targets=public)
     try:
         if "timestamp_refresh_hours" in server:
             hours = float(server["timestamp_refresh_hours"])

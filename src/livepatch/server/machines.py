@@ -118,6 +118,19 @@ def authenticate_as(
     return machine
 
 
+def may_download(session: Session, credential: str, *, now: datetime) -> Machine:
+    """The machine, if it may download modules: enrolled, unexpired, its token not revoked.
+
+    Looked up afresh every time (no cache), so a machine de-enrolled or
+    whose token was revoked, by any process, downloads nothing more.
+    """
+    machine = authenticate(session, credential, now=now)
+    token = session.get(Token, machine.token_id)
+    if token is None or token.revoked is not None:
+        raise TokenRevoked()
+    return machine
+
+
 def renew(
     session: Session,
     machine_id: str,

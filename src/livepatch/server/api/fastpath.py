@@ -6,8 +6,11 @@ dependency injection and response models would cost more than the answer
 itself (a stat and a dictionary lookup; one queued row), so these are
 answered here:
 
-- GET/HEAD of metadata and blobs; with a machine credential it is also a
-  check-in, verified (see ``checkins.py``) and counted;
+- GET/HEAD of metadata and module blobs; with a machine credential it is
+  also a check-in, verified (see ``checkins.py``) and counted. Module
+  blobs need a live enrolment, looked up in the database for each
+  download (a module per machine and patch: rare), unless the service
+  runs with ``--public-targets``;
 - a well-formed report POST with a credential (validated by the same
   pydantic model as the API's; refusals get the same JSON errors).
 
@@ -19,6 +22,7 @@ answer or error. A report's body, once read, is replayed to it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -27,9 +31,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from livepatch.server import machines
 from livepatch.server.api.machines import record_report
 from livepatch.server.api.schemas import ReportRequest
-from livepatch.server.errors import NotFound, ServerError
+from livepatch.server.errors import NotFound, ServerError, Unauthenticated
 from livepatch.server.service import Service
 
 Scope = MutableMapping[str, Any]
@@ -51,6 +56,7 @@ class FastPaths:
         self.service = service
         self.static = service.static
         self.checkins = service.checkins
+        self.public_targets = service.config.public_targets
         self._count = {
             status: service.metrics.counter("livepatch_static_requests_total", status=str(status))
             for status in (200, 304)
@@ -84,6 +90,13 @@ class FastPaths:
                 if_none_match = value
             elif name == b"authorization":
                 authorization = value
+        if area == "targets" and not self.public_targets:
+            try:
+                await authorise_download(self.service, authorization)
+            except ServerError as error:
+                document = {"error": {"code": error.code, "message": error.message}}
+                await _send_json(send, error.status, document)
+                return
         try:
             answer = await self.static.respond_async(
                 area, relative, if_none_match, head=scope["method"] == "HEAD"
@@ -139,6 +152,22 @@ class FastPaths:
             await _send_json(send, error.status, document)
             return
         await _send_json(send, 202, {"stage": stage})
+
+
+async def authorise_download(service: Service, authorization: bytes | None) -> None:
+    """Refuse a module download unless a live enrolment asks (looked up afresh)."""
+    credential = bearer(authorization) if authorization is not None else None
+    if credential is None:
+        raise Unauthenticated(
+            "Patch modules are served to enrolled machines only: send the machine's "
+            "credential as 'Authorization: Bearer …'."
+        )
+    await asyncio.to_thread(_may_download, service, credential)
+
+
+def _may_download(service: Service, credential: str) -> None:
+    with service.transaction(readonly=True) as session:
+        machines.may_download(session, credential, now=service.clock())
 
 
 def bearer(authorization: bytes) -> str | None:
