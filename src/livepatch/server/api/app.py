@@ -14,6 +14,7 @@ from livepatch.server.api import admin, errors, kernels, machines, ops, reposito
 from livepatch.server.api.fastpath import ASGIApp, FastPaths
 from livepatch.server.periodic import run_periodic
 from livepatch.server.service import Service
+from livepatch.server.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def create_api(service: Service, *, periodic: bool = False) -> FastAPI:
     errors.install(app)
     for router in (machines.router, repository.router, ops.router, kernels.router, admin.router):
         app.include_router(router)
+    app.include_router(ui_routes.router)
     return app
 
 
