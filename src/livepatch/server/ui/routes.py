@@ -169,7 +169,8 @@ async def login(request: Request, service: ServiceDep) -> Response:
         max_age=int(LIFETIME.total_seconds()),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        # Always: behind a TLS-terminating proxy the service itself may see plain HTTP.
+        secure=True,
         path="/ui",
     )
     return response

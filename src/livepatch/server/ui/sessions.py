@@ -5,7 +5,7 @@ secret kept 0600 in the data directory, shared by the workers) also covers
 the digest of the admin's key: revoking the admin, or replacing the key,
 ends its sessions at once. Each action form carries a CSRF token derived
 from the cookie, checked in constant time; the cookie itself is HttpOnly,
-SameSite=Strict and Secure over HTTPS.
+SameSite=Strict and Secure.
 """
 
 from __future__ import annotations
