@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import http.client
+import json
+import ssl
 import subprocess
 import sys
 import urllib.parse
@@ -301,6 +304,11 @@ def test_the_command_runs_against_a_remote_service(
         timeout=60,
     )
     assert untrusted.returncode != 0 and "--ca-file" in untrusted.stderr
+    keys_status = run_remote(live, viewer_key, "keys", "status", "--format", "json")
+    assert keys_status.returncode == 0, keys_status.stderr
+    assert "module-signing CA" in {line["what"] for line in json.loads(keys_status.stdout)}
+    local_only = run_remote(live, admin_key, "keys", "rotate-tuf", "timestamp")
+    assert local_only.returncode != 0 and "without --server" in local_only.stderr
     plain = subprocess.run(
         [str(ADMIN), "--server", "http://example.com", "--api-key-file", str(viewer_key), "audit"],
         capture_output=True,
@@ -350,3 +358,23 @@ def test_kernel_support_answers_ubuntu_pros_query(live: LiveServer, keys: dict[s
     shown = as_role(live, keys["viewer"]).get(f"/v1/admin/machines/{machine}").json()
     assert shown["supported"] == "kernel-end-of-life"
     assert "kernel-upgrade-required" in shown["states"]
+
+
+def test_bodies_beyond_the_limit_are_refused_before_they_are_read(
+    live: LiveServer, keys: dict[str, str]
+) -> None:
+    parsed = urllib.parse.urlsplit(live.url)
+    context = live.verify()
+    assert isinstance(context, ssl.SSLContext) and parsed.hostname is not None
+    connection = http.client.HTTPSConnection(parsed.hostname, parsed.port, context=context)
+    try:
+        connection.putrequest("POST", "/v1/admin/patches")
+        connection.putheader("X-Admin-Key", keys["operator"])
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(25 * 1024 * 1024))
+        connection.endheaders()  # and no body: the answer must not wait for it
+        response = connection.getresponse()
+        assert response.status == 413
+        assert json.loads(response.read())["error"]["code"] == "too-large"
+    finally:
+        connection.close()

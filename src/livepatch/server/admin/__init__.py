@@ -50,7 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.debug)
-    return run(lambda: int(args.handler(args)), program=PROGRAM, debug=args.debug)
+    return run(lambda: int(_dispatch(args)), program=PROGRAM, debug=args.debug)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.server and getattr(args, "local_only", False):
+        from livepatch.server.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"`{args.command}` works on the server host's keys and database only: "
+            "run it there, without --server."
+        )
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def register(subparsers: Any) -> None:
         command.set_defaults(handler=with_backend(run))
     tick = commands.add_parser("run-engine", help="apply the rollout engine's decisions now")
     add_common_options(tick, formats=True)
-    tick.set_defaults(handler=with_service(_run_engine))
+    tick.set_defaults(handler=with_service(_run_engine), local_only=True)
 
 
 def _publish(backend: Backend, args: argparse.Namespace) -> int:

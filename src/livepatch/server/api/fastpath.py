@@ -47,6 +47,8 @@ _METADATA = "/v1/metadata/"
 _TARGETS = "/v1/targets/"
 _REPORT = re.compile(r"/v1/machines/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})/reports")
 MAX_REPORT_BYTES = 16 * 1024
+MAX_BODY_BYTES = 24 * 1024 * 1024
+"""Any request body: a published module (16 MiB) travels base64-encoded in JSON."""
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -73,6 +75,11 @@ class FastPaths:
                 if found is not None:
                     await self._report(scope, receive, send, found.group(1))
                     return
+            refusal = body_refusal(scope["headers"])
+            if refusal is not None:
+                status, code, message = refusal
+                await _send_json(send, status, {"error": {"code": code, "message": message}})
+                return
         await self.app(scope, receive, send)
 
     async def _static(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,6 +175,24 @@ async def authorise_download(service: Service, authorization: bytes | None) -> N
 def _may_download(service: Service, credential: str) -> None:
     with service.transaction(readonly=True) as session:
         machines.may_download(session, credential, now=service.clock())
+
+
+def body_refusal(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, str] | None:
+    """Why a request body is refused before it is read (too large, or of no stated size)."""
+    length = chunked = None
+    for name, value in headers:
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = value
+    if length is None:
+        if chunked is None:
+            return None
+        return (411, "length-required", "Send the request body with a Content-Length.")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        limit = MAX_BODY_BYTES // (1024 * 1024)
+        return (413, "too-large", f"The request body is larger than {limit} MiB.")
+    return None
 
 
 def bearer(authorization: bytes) -> str | None:
