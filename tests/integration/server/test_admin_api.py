@@ -304,6 +304,33 @@ def test_the_command_runs_against_a_remote_service(
         timeout=60,
     )
     assert untrusted.returncode != 0 and "--ca-file" in untrusted.stderr
+    module = tmp_path / "remote.ko"
+    module.write_bytes(module_named("livepatch_remote"))
+    published = run_remote(
+        live,
+        admin_key,
+        "publish",
+        str(module),
+        "--kernel",
+        "6.1.0-74-amd64",
+        "--cve",
+        "CVE-2024-1086",
+        "--severity",
+        "low",
+        "--description",
+        "sent over HTTPS",
+        "--format",
+        "json",
+    )
+    assert published.returncode == 0, published.stderr
+    patch_id = json.loads(published.stdout)["patch_id"]
+    halted = run_remote(live, admin_key, "patches", "halt", patch_id, "--reason", "remote")
+    assert halted.returncode == 0 and halted.stdout.strip() == f"{patch_id}: canary 5% HALTED"
+    audited = live.admin_json("audit", "--limit", "2")
+    assert [(e["action"], e["target"]) for e in audited] == [
+        ("patch.halt", patch_id),
+        ("patch.publish", patch_id),
+    ]
     keys_status = run_remote(live, viewer_key, "keys", "status", "--format", "json")
     assert keys_status.returncode == 0, keys_status.stderr
     assert "module-signing CA" in {line["what"] for line in json.loads(keys_status.stdout)}
