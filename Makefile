@@ -22,7 +22,7 @@ unit: setup
 	$(PY) -m pytest -p no:cacheprovider tests/unit
 
 demo: setup
-	$(PY) -m tests.demo
+	$(PY) -m tests.demo $(if $(KEEP),--keep --keep-running)
 
 bench: setup
 	$(PY) -m bench

@@ -38,7 +38,7 @@ import shlex
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,8 @@ class Facts:
     left_listening: list[int] = field(default_factory=list)
     timings: list[tuple[str, float]] = field(default_factory=list)
     total_seconds: float = 0.0
+    dashboard: str = ""
+    """The dashboard's URL and where the admin key was written."""
 
 
 @dataclass
@@ -562,6 +564,19 @@ def halt_faulty(demo: Demo) -> None:
     demo.narrator.output(demo.host("patches", "list"))
 
 
+def open_dashboard(demo: Demo, keep_running: Callable[[], None] | None) -> None:
+    """An admin for the dashboard; with `keep_running`, wait on it before stopping."""
+    assert demo.admin is not None and demo.service is not None
+    created = demo.admin.json("admins", "create", "demo", "--role", "admin")
+    key_file = demo.workdir / "admin.key"
+    key_file.touch(mode=0o600)
+    key_file.write_text(created["key"] + "\n")
+    demo.facts.dashboard = f"{demo.service.url}/ui (log in with the key in {key_file})"
+    demo.narrator.say(f"dashboard: {demo.facts.dashboard}")
+    if keep_running is not None:
+        keep_running()
+
+
 def shut_down(demo: Demo, stack: contextlib.ExitStack) -> None:
     started = time.monotonic()
     if demo.vm is not None:
@@ -592,10 +607,18 @@ def cleanup(run_id: str) -> Iterator[contextlib.ExitStack]:
             kill_marked(run_id)
 
 
-def run(narrator: Narrator, workdir: Path, client: Client | None = None) -> Facts:
+def run(
+    narrator: Narrator,
+    workdir: Path,
+    client: Client | None = None,
+    *,
+    keep_running: Callable[[], None] | None = None,
+) -> Facts:
     """Perform the whole demo in `workdir`; what it saw. Stops everything it started.
 
     `client`: how the VM runs the client (default: the snap `make snap` builds).
+    `keep_running`: called with everything still running before the last step
+    (`make demo KEEP=1` waits there for Enter).
     """
     kernel = default_release()
     facts = Facts(run_id=uuid.uuid4().hex, kernel=kernel)
@@ -630,6 +653,7 @@ def run(narrator: Narrator, workdir: Path, client: Client | None = None) -> Fact
         with narrator.step("Publish faulty fix 3: its canaries fail, the engine halts it"):
             halt_faulty(demo)
         with narrator.step("Stop everything"):
+            open_dashboard(demo, keep_running)
             shut_down(demo, stack)
     facts.timings = list(narrator.timings)
     facts.total_seconds = narrator.elapsed()

@@ -3,7 +3,9 @@
 Rules, in order:
 - only cumulative patches published for this exact kernel key count; a
   patch for another kernel is never a candidate;
-- none at all means the kernel needs an upgrade to receive fixes;
+- none at all means the kernel needs an upgrade to receive fixes; how it
+  stands (``Supported`` in status) is `kernelsupport.published_support`,
+  the rule the patch service's views and kernel-support API use;
 - among those whose rollout admits this machine (halted ones admit nobody),
   the newest version is the candidate;
 - a revoked patch, or one that crashed this machine (`blocked`), is never a
@@ -21,6 +23,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from livepatch.client.patches import PatchInfo, version_key
+from livepatch.kernelsupport import Support, published_support
 from livepatch.rollout import Tier, admits
 
 
@@ -43,6 +46,9 @@ class NothingToApply:
 @dataclass(frozen=True)
 class KernelUpgradeRequired:
     """No patch is published for this kernel."""
+
+    support: Support = Support.KERNEL_UPGRADE_REQUIRED
+    """What the published kernels say of this one (unsupported, upgrade required…)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,8 @@ def plan(
     `blocked` ids of patches never to load again (they crashed this machine)."""
     mine = [p for p in patches if p.cumulative and kernel_key in p.kernels]
     if not mine:
-        return KernelUpgradeRequired()
+        published = (k for p in patches if p.cumulative for k in p.kernels)
+        return KernelUpgradeRequired(published_support(kernel_key, published))
     current = newest([p for p in mine if p.module_name in loaded_modules])
     candidate = newest(
         [

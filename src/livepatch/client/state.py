@@ -19,6 +19,9 @@ from typing import Any
 from livepatch.client.errors import CorruptState
 from livepatch.client.store import remove_durably, write_atomic
 
+# Shared with the patch service: the same values, from the same rule.
+from livepatch.kernelsupport import Support as Support
+
 SCHEMA_VERSION = 1
 
 
@@ -35,14 +38,6 @@ class CheckState(StrEnum):
     CHECKED = "checked"
     NEEDS_CHECK = "needs-check"
     CHECK_FAILED = "check-failed"
-
-
-class Support(StrEnum):
-    SUPPORTED = "supported"
-    KERNEL_UPGRADE_REQUIRED = "kernel-upgrade-required"
-    KERNEL_END_OF_LIFE = "kernel-end-of-life"
-    UNSUPPORTED = "unsupported"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)

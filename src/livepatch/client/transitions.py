@@ -140,10 +140,10 @@ def _decided(state: State, plan: Plan, kernel_key: str, now: datetime) -> State:
         errors=(),
     )
     match plan:
-        case KernelUpgradeRequired():
+        case KernelUpgradeRequired(support):
             return replace(
                 base,
-                supported=Support.KERNEL_UPGRADE_REQUIRED,
+                supported=support,
                 available=None,
                 patch_state=PatchState.APPLIED
                 if state.applied

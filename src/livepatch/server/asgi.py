@@ -22,12 +22,16 @@ DATA_DIR_VAR = "LIVEPATCH_SERVER_DATA"
 DATABASE_VAR = "LIVEPATCH_SERVER_DATABASE"
 BLOBS_VAR = "LIVEPATCH_SERVER_BLOBS"
 METRICS_DIR_VAR = "LIVEPATCH_SERVER_METRICS_DIR"
+PUBLIC_TARGETS_VAR = "LIVEPATCH_SERVER_PUBLIC_TARGETS"
 
 
 def create() -> ASGIApp:
     database = os.environ.get(DATABASE_VAR) or None
     blobs = os.environ.get(BLOBS_VAR) or None
-    config = load_config(Path(os.environ[DATA_DIR_VAR]), database, blobs_url=blobs)
+    public = True if os.environ.get(PUBLIC_TARGETS_VAR) == "1" else None
+    config = load_config(
+        Path(os.environ[DATA_DIR_VAR]), database, blobs_url=blobs, public_targets=public
+    )
     protocol.configure(config.limits)
     service = Service(config)
     metrics_dir = os.environ.get(METRICS_DIR_VAR)

@@ -89,6 +89,8 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[asgi.DATABASE_VAR] = args.database
     if args.blobs:
         os.environ[asgi.BLOBS_VAR] = args.blobs
+    if args.public_targets:
+        os.environ[asgi.PUBLIC_TARGETS_VAR] = "1"
     # The workers' counters start at zero with the server, as Prometheus expects.
     reset_directory(config.metrics_dir)
     os.environ[asgi.METRICS_DIR_VAR] = str(config.metrics_dir)
@@ -139,6 +141,30 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def install_unit(args: argparse.Namespace) -> int:
+    from livepatch.server import unit
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigurationError("Give both --tls-cert and --tls-key, or neither.")
+    if args.prefix == Path("/") and os.geteuid() != 0:
+        raise ConfigurationError(
+            "Installing the unit writes to /etc: run as root, or give --prefix DIR to look first."
+        )
+    options = unit.UnitOptions(
+        executable=args.executable or unit.default_executable(),
+        host=args.host,
+        port=args.port,
+        tls_cert=args.tls_cert.absolute() if args.tls_cert else None,
+        tls_key=args.tls_key.absolute() if args.tls_key else None,
+        public_targets=args.public_targets,
+        environment_file=args.environment_file,
+    )
+    for path in unit.install(args.prefix, options):
+        print(f"Wrote {path}")
+    print(unit.NEXT_STEPS, end="")
+    return 0
+
+
 def default_workers() -> int:
     """One worker process per CPU this process may run on, capped.
 
@@ -170,7 +196,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_workers(),
         help=f"worker processes (default: one per CPU, at most {MAX_DEFAULT_WORKERS})",
     )
+    serve_parser.add_argument(
+        "--public-targets",
+        action="store_true",
+        help="serve patch modules without a machine credential (behind a CDN); "
+        "by default only enrolled machines may download them",
+    )
     serve_parser.set_defaults(handler=serve)
+
+    unit_parser = commands.add_parser(
+        "install-unit", help="install a hardened systemd unit and its system user"
+    )
+    unit_parser.add_argument("--prefix", type=Path, default=Path("/"), help="default /")
+    unit_parser.add_argument("--host", default="0.0.0.0", help="default 0.0.0.0")  # noqa: S104
+    unit_parser.add_argument("--port", type=int)
+    unit_parser.add_argument("--tls-cert", type=Path, metavar="FILE")
+    unit_parser.add_argument("--tls-key", type=Path, metavar="FILE")
+    unit_parser.add_argument("--public-targets", action="store_true")
+    unit_parser.add_argument(
+        "--environment-file",
+        type=Path,
+        metavar="FILE",
+        help="e.g. LIVEPATCH_SERVER_DATABASE=postgresql+psycopg://… (0600, root-owned)",
+    )
+    unit_parser.add_argument("--executable", type=Path, help="default: this livepatch-server")
+    unit_parser.set_defaults(handler=install_unit)
 
     migrate_parser = commands.add_parser("migrate", help="upgrade the database schema")
     add_location_options(migrate_parser)

@@ -124,6 +124,9 @@ class Limits:
 
     max_body_bytes: int = 1024 * 1024
     """Larger request bodies get 413 before they are read."""
+    max_admin_body_bytes: int = 24 * 1024 * 1024
+    """The same for the admin API (``/v1/admin/…``): a published module (up to 16 MiB)
+    travels base64-encoded in JSON."""
     max_header_bytes: int = 16 * 1024
     """Request line and headers together; more gets 431."""
     header_timeout: float = 10.0
@@ -166,7 +169,12 @@ class Limits:
         except (TypeError, ValueError, KeyError) as error:
             raise ConfigurationError(f"A [limits] setting is invalid: {error}.") from error
         limits = cls(**kwargs)
-        for name in ("max_body_bytes", "max_header_bytes", "max_connections"):
+        for name in (
+            "max_body_bytes",
+            "max_admin_body_bytes",
+            "max_header_bytes",
+            "max_connections",
+        ):
             if getattr(limits, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1.")
         return limits
@@ -189,6 +197,8 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     metrics_token: str | None = None
     """When set, ``/metrics`` needs ``Authorization: Bearer <metrics_token>``."""
+    public_targets: bool = False
+    """Serve modules to anyone; by default only to enrolled machines (metadata is public)."""
 
     @property
     def blob_dir(self) -> Path:
@@ -230,6 +240,7 @@ def load_config(
     environ: Mapping[str, str] = os.environ,
     *,
     blobs_url: str | None = None,
+    public_targets: bool | None = None,
 ) -> ServerConfig:
     """Resolve the data directory, database and blob store, and read ``config.toml``."""
     data_dir = (data_dir or default_data_dir(environ)).absolute()
@@ -264,6 +275,10 @@ def load_config(
         limits=Limits.from_mapping(limits),
         metrics_token=metrics_token,
     )
+    public = server.get("public_targets", False) if public_targets is None else public_targets
+    if not isinstance(public, bool):
+        raise ConfigurationError(f"{config_file}: server.public_targets must be true or false.")
+    config = replace(config, public_targets=public)
     try:
         if "timestamp_refresh_hours" in server:
             hours = float(server["timestamp_refresh_hours"])

@@ -9,6 +9,7 @@ so the count of its machines cannot change between reading and inserting.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +30,7 @@ from livepatch.server.tokens import find_token
 
 log = logging.getLogger(__name__)
 
+_USER_AGENT = re.compile(r"livepatch/([A-Za-z0-9.+~-]{1,64})(?:\s|$)")
 LAST_SEEN_GRANULARITY = timedelta(minutes=1)
 """A check-in updates ``last_seen`` at most this often, to keep check-ins read-mostly."""
 EXPIRED = "The machine credential expired: enrol the machine again with its token."
@@ -40,6 +42,15 @@ class MachineFacts:
     hostname: str
     kernel: str
     architecture: str
+    client_version: str | None = None
+
+
+def client_version(user_agent: str | None) -> str | None:
+    """The version in a ``livepatch/VERSION`` User-Agent; None for anything else."""
+    if user_agent is None:
+        return None
+    found = _USER_AGENT.match(user_agent)
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,7 @@ def enrol(
     machine.hostname = facts.hostname
     machine.kernel = facts.kernel
     machine.architecture = facts.architecture
+    machine.client_version = facts.client_version
     machine.credential_digest = secrets.digest(secret)
     machine.credential_expires = expires
     machine.last_seen = now
@@ -151,11 +163,35 @@ def authenticate_as(
     return machine
 
 
+def may_download(session: Session, credential: str, *, now: datetime) -> Machine:
+    """The machine, if it may download modules: enrolled, unexpired, its token not revoked.
+
+    Looked up afresh every time (no cache), so a machine de-enrolled or
+    whose token was revoked, by any process, downloads nothing more.
+    """
+    machine = authenticate(session, credential, now=now)
+    token = session.get(Token, machine.token_id)
+    if token is None or token.revoked is not None:
+        raise TokenRevoked()
+    return machine
+
+
 def renew(
-    session: Session, machine_id: str, credential: str, *, now: datetime, lifetime: timedelta
+    session: Session,
+    machine_id: str,
+    credential: str,
+    *,
+    now: datetime,
+    lifetime: timedelta,
+    version: str | None = None,
 ) -> Credential:
-    """Replace a still-valid credential with a new one; the old one stops working."""
+    """Replace a still-valid credential with a new one; the old one stops working.
+
+    `version` is the client's version when it said it (an upgraded client).
+    """
     machine = authenticate_as(session, machine_id, credential, now=now)
+    if version is not None:
+        machine.client_version = version
     token = session.get(Token, machine.token_id)
     if token is None or token.revoked is not None:
         raise TokenRevoked()

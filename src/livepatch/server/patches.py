@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -171,6 +171,15 @@ def _revocation(patch: Patch) -> patchmeta.Revocation | None:
 def _revocation_fields(patch: Patch) -> dict[str, Any]:
     revocation = _revocation(patch)
     return {} if revocation is None else {"revoked": revocation.to_fields()}
+
+
+def skipped_preflight(kernels: Sequence[str], now: datetime) -> dict[str, str]:
+    """The pre-flight record of a patch published without one (``--no-preflight``)."""
+    return {
+        "result": "skipped",
+        "kernel": ",".join(sorted(set(kernels))),
+        "at": patchmeta.rfc3339(now),
+    }
 
 
 def publish(service: Service, publication: Publication) -> PatchInfo:

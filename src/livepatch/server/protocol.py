@@ -10,7 +10,8 @@ connection:
   when the connection opens and when a request begins; then one for its
   whole body (``body_timeout``); the connection is closed when one passes;
 - 431 once the request line and headers exceed ``max_header_bytes``, 413 once
-  the body (declared or streamed) exceeds ``max_body_bytes``, before the rest
+  the body (declared or streamed) exceeds ``max_body_bytes`` (the admin API's
+  ``max_admin_body_bytes``: it receives published modules), before the rest
   is read;
 - at most ``max_connections_per_address`` open connections per client
   address in the worker; more are closed at once.
@@ -142,7 +143,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if (
             name.lower() == b"content-length"
             and declared.isdigit()
-            and int(declared) > self.limits.max_body_bytes
+            and int(declared) > self._body_limit()
         ):
             self._too_large()
         super().on_header(name, value)
@@ -153,7 +154,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
-        if self._body_bytes > self.limits.max_body_bytes:
+        if self._body_bytes > self._body_limit():
             self._too_large()
         super().on_body(body)
 
@@ -170,9 +171,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 f"The request line and headers exceed {self.limits.max_header_bytes} bytes.",
             )
 
+    def _body_limit(self) -> int:
+        """The body limit of this request (its URL is complete once headers arrive)."""
+        if self.url.startswith(b"/v1/admin/"):
+            return self.limits.max_admin_body_bytes
+        return self.limits.max_body_bytes
+
     def _too_large(self) -> None:
         self._refuse(
             413,
             "body-too-large",
-            f"The request body exceeds {self.limits.max_body_bytes} bytes.",
+            f"The request body exceeds {self._body_limit()} bytes.",
         )

@@ -128,6 +128,7 @@ def live_server(
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
     blobs: str | None = None,
+    public_targets: bool = False,
 ) -> Iterator[LiveServer]:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -145,6 +146,8 @@ def live_server(
     ]
     if blobs is not None:
         argv += ["--blobs", blobs]
+    if public_targets:
+        argv.append("--public-targets")
     ca = Path()
     if tls:
         cert, key = self_signed(data_dir)

@@ -246,7 +246,9 @@ def test_unknown_routes_and_methods_are_json_errors(live: LiveServer) -> None:
     assert_error(live.client().get("/v1/metadata/missing.json"), 404, "not-found")
 
 
-def raw_get(live: LiveServer, path: str) -> tuple[int, bytes]:
+def raw_get(
+    live: LiveServer, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """GET `path` exactly as written: http.client sends it without normalising dot segments."""
     parsed = urlsplit(live.url)
     context = live.verify()
@@ -254,7 +256,7 @@ def raw_get(live: LiveServer, path: str) -> tuple[int, bytes]:
     assert parsed.hostname is not None
     connection = http.client.HTTPSConnection(parsed.hostname, parsed.port, context=context)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -283,7 +285,9 @@ def test_paths_out_of_the_repository_are_refused(live: LiveServer, path: str) ->
     # The files exist: a server that followed the path would serve them.
     assert (live.data_dir / "keys" / "module-signing" / "ca-key.pem").is_file()
     assert (live.data_dir / "blobs" / "metadata" / "root.json").is_file()
-    status, body = raw_get(live, path)
+    # As an enrolled machine, which may download modules: the path alone is refused.
+    credential = enrol(live, new_token(live, 1))["credential"]
+    status, body = raw_get(live, path, bearer(credential))
     assert 400 <= status < 500, (status, body[:200])
     assert b"root:" not in body and b"PRIVATE KEY" not in body
     assert b"SQLite format" not in body and b'"_type"' not in body
@@ -516,7 +520,10 @@ def test_targets_are_served_by_consistent_snapshot_name(
     name = f"patches/{published['patch_id']}.ko"
     info = current_targets(live)["signed"]["targets"][name]
     digest = info["hashes"]["sha256"]
-    response = live.client().get(f"/v1/targets/patches/{digest}.{published['patch_id']}.ko")
+    credential = enrol(live, new_token(live, 1))["credential"]
+    response = live.client().get(
+        f"/v1/targets/patches/{digest}.{published['patch_id']}.ko", headers=bearer(credential)
+    )
     assert response.status_code == 200
     assert len(response.content) == info["length"]
     assert response.content.startswith(module_file.read_bytes())

@@ -91,6 +91,24 @@ def test_a_50_mb_body_is_refused_with_413_without_growing_the_worker(server: Liv
     assert rss_kib(server.process.pid) - before < 20 * 1024
 
 
+def test_the_admin_api_reads_bodies_up_to_its_own_limit(server: LiveServer) -> None:
+    """Published modules travel base64-encoded to /v1/admin: 2 MiB is read (then refused
+    for want of an API key), 30 MiB is not."""
+    body = b'{"module_base64": "' + b"A" * (2 * 1024 * 1024) + b'"}'
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post(
+            "/v1/admin/patches", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 401, response.text
+        response = client.post(
+            "/v1/admin/patches",
+            content=b"x" * (30 * 1024 * 1024),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "body-too-large"
+
+
 def test_a_5_mb_header_is_refused_with_431(server: LiveServer) -> None:
     request = (
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (5 * 1024 * 1024) + b"\r\n\r\n"

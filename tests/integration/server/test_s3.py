@@ -181,10 +181,27 @@ def test_publish_and_serve_through_a_bucket(
         assert served.headers["cache-control"] == "public, max-age=60"
         again = http.get("/v1/metadata/timestamp.json", headers={"If-None-Match": etag})
         assert again.status_code == 304 and again.content == b""
-        blob = http.get(f"/v1/{blob_key}")
+        # Modules are for enrolled machines.
+        token = live.admin_json("tokens", "create", "--machines", "1")["token"]
+        enrolled = http.post(
+            "/v1/enrol",
+            json={
+                "token": token,
+                "machine_id": "s3-machine",
+                "hostname": "h",
+                "kernel": "6.1.0-56-amd64",
+                "architecture": "amd64",
+            },
+        )
+        assert enrolled.status_code == 201, enrolled.text
+        machine = {"Authorization": f"Bearer {enrolled.json()['credential']}"}
+        assert http.get(f"/v1/{blob_key}").status_code == 401
+        blob = http.get(f"/v1/{blob_key}", headers=machine)
         assert blob.status_code == 200 and blob.content == module
         assert "immutable" in blob.headers["cache-control"]
-        cached = http.get(f"/v1/{blob_key}", headers={"If-None-Match": blob.headers["etag"]})
+        cached = http.get(
+            f"/v1/{blob_key}", headers={**machine, "If-None-Match": blob.headers["etag"]}
+        )
         assert cached.status_code == 304
         assert http.get("/v1/metadata/999.targets.json").status_code == 404
 

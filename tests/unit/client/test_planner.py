@@ -12,6 +12,7 @@ from livepatch.client.planner import (
     UpToDate,
     plan,
 )
+from livepatch.kernelsupport import Support
 from livepatch.rollout import Tier, bucket
 from tests.unit.client.fakes import KERNEL, patch
 
@@ -23,8 +24,12 @@ def decide(patches, *, loaded=(), machine="machine-a", tier=Tier.COMMUNITY, kern
 
 
 def test_no_patches_for_this_kernel_requires_an_upgrade():
-    assert decide([]) == KernelUpgradeRequired()
-    assert decide([patch("3", kernel="6.1.0-55-amd64")]) == KernelUpgradeRequired()
+    assert decide([]) == KernelUpgradeRequired(Support.UNSUPPORTED)
+    # Patched kernels of the series: only a newer one means this one must be upgraded.
+    assert decide([patch("3", kernel="6.1.0-57-amd64")]) == KernelUpgradeRequired(
+        Support.KERNEL_UPGRADE_REQUIRED
+    )
+    assert decide([patch("3", kernel="6.1.0-55-amd64")]) == KernelUpgradeRequired(Support.SUPPORTED)
 
 
 def test_another_kernels_patch_is_never_a_candidate_even_if_newer():
@@ -38,7 +43,7 @@ def test_newest_admitted_cumulative_patch_is_applied():
 
 
 def test_non_cumulative_patches_are_ignored():
-    assert decide([patch("5", cumulative=False)]) == KernelUpgradeRequired()
+    assert decide([patch("5", cumulative=False)]) == KernelUpgradeRequired(Support.UNSUPPORTED)
     p3 = patch("3")
     assert decide([p3, patch("5", cumulative=False)]) == Apply(p3)
 

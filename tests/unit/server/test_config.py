@@ -73,6 +73,7 @@ def test_limits_and_evidence_defaults(tmp_path: Path) -> None:
     config = load_config(tmp_path)
     limits = config.limits
     assert (limits.max_body_bytes, limits.max_header_bytes) == (1024 * 1024, 16 * 1024)
+    assert limits.max_admin_body_bytes == 24 * 1024 * 1024
     assert (limits.header_timeout, limits.body_timeout) == (10.0, 30.0)
     assert (limits.enrol_per_address, limits.report_per_credential) == (
         Rate(5.0, 100),

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from livepatch import __version__
 from livepatch.cli_support import configure_logging, run
@@ -23,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "livepatch.server.admin.tokens",
     "livepatch.server.admin.patches",
     "livepatch.server.admin.preflight",
+    "livepatch.server.admin.console",
 )
 
 
@@ -30,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description="Administer a livepatch service.")
     parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    remote = parser.add_argument_group("a remote service (over HTTPS, through its admin API)")
+    remote.add_argument("--server", metavar="URL", help="e.g. https://livepatch.example:8443")
+    remote.add_argument("--api-key-file", type=Path, metavar="FILE", help="an admin API key")
+    remote.add_argument("--ca-file", type=Path, metavar="FILE", help="CA certificate to trust")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -45,7 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.debug)
-    return run(lambda: int(args.handler(args)), program=PROGRAM, debug=args.debug)
+    return run(lambda: int(_dispatch(args)), program=PROGRAM, debug=args.debug)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.server and getattr(args, "local_only", False):
+        from livepatch.server.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"`{args.command}` works on the server host's keys and database only: "
+            "run it there, without --server."
+        )
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from livepatch.server.cli import add_location_options, config_from
 
 if TYPE_CHECKING:
+    from livepatch.server.admin.backend import Backend
     from livepatch.server.service import Service
 
 
@@ -46,6 +47,28 @@ def with_service(
             service.close()
 
     return handler
+
+
+def with_backend(
+    run: Callable[[Backend, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A handler running `run` against the local service or the --server one."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from livepatch.server.admin.backend import open_backend
+
+        backend = open_backend(args)
+        try:
+            return run(backend, args)
+        finally:
+            backend.close()
+
+    return handler
+
+
+def when(text: str | None) -> str:
+    """An ISO timestamp from a document, shortened for a table."""
+    return text[:19].replace("T", " ") if text else "-"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

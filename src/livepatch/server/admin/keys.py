@@ -63,6 +63,9 @@ def _init(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from livepatch.trust import admin
 
+    if getattr(args, "server", None):
+        return _remote_status(args)
+
     keys = _key_directory(args)
     lines = admin.status(keys, _dirs(args)[1])
     if args.format == "json":
@@ -89,6 +92,27 @@ def _status(args: argparse.Namespace) -> int:
     if args.format == "text":
         for entry in keys.signing_certificates():
             print(f"signing certificate {entry.serial}: {entry.status}")
+    return 0
+
+
+def _remote_status(args: argparse.Namespace) -> int:
+    """`keys status` of a remote service, through its admin API."""
+    from livepatch.server.admin.backend import open_backend
+
+    backend = open_backend(args)
+    try:
+        lines = backend.get("/keys")
+    finally:
+        backend.close()
+    if args.format == "json":
+        print(json.dumps(lines, indent=2))
+        return 0
+    for line in lines:
+        when, left = line["not_after"][:10], line["days_left"]
+        print(f"{when}  {left:7.0f} days  {line['what']}  {line['subject']}")
+    for line in lines:
+        if line["warning"]:
+            print(f"warning: {line['warning']}")
     return 0
 
 
@@ -160,7 +184,7 @@ def register(subparsers: Any) -> None:
     init.add_argument("--organization", default="livepatch")
     init.add_argument("--ca-days", type=int, default=3650)
     init.add_argument("--signing-days", type=int, default=730)
-    init.set_defaults(handler=_init)
+    init.set_defaults(handler=_init, local_only=True)
 
     status = commands.add_parser("status", help="show what expires when")
     _add_locations(status, metadata=True)
@@ -173,23 +197,23 @@ def register(subparsers: Any) -> None:
     rotate.add_argument(
         "--grace-days", type=int, default=30, help="how long the previous certificate stays trusted"
     )
-    rotate.set_defaults(handler=_rotate_signing)
+    rotate.set_defaults(handler=_rotate_signing, local_only=True)
 
     revoke = commands.add_parser("revoke-signing", help="stop trusting a signing certificate")
     _add_locations(revoke, metadata=True)
     revoke.add_argument("serial", help="serial number (hex) as 'keys status' shows it")
-    revoke.set_defaults(handler=_revoke)
+    revoke.set_defaults(handler=_revoke, local_only=True)
 
     rotate_tuf = commands.add_parser("rotate-tuf", help="rotate a TUF role key (root included)")
     _add_locations(rotate_tuf, metadata=True)
     rotate_tuf.add_argument("role", choices=("root", "targets", "snapshot", "timestamp"))
-    rotate_tuf.set_defaults(handler=_rotate_tuf)
+    rotate_tuf.set_defaults(handler=_rotate_tuf, local_only=True)
 
     sign = subparsers.add_parser("sign", help="sign a kernel module like scripts/sign-file")
     sign.add_argument("module", type=Path, metavar="MODULE.ko")
     sign.add_argument("--output", type=Path, help="write here instead of in place")
     _add_locations(sign)
-    sign.set_defaults(handler=_sign)
+    sign.set_defaults(handler=_sign, local_only=True)
 
     verify = subparsers.add_parser("verify", help="check a kernel module's signature")
     verify.add_argument("module", type=Path, metavar="MODULE.ko")
@@ -201,4 +225,4 @@ def register(subparsers: Any) -> None:
         help="trust these certificates (instead of the key directory)",
     )
     _add_locations(verify)
-    verify.set_defaults(handler=_verify)
+    verify.set_defaults(handler=_verify, local_only=True)

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from livepatch.rollout import Stage
-from livepatch.server.admin._common import add_common_options, dump_json, table, with_service
+from livepatch.server.admin._common import (
+    add_common_options,
+    dump_json,
+    table,
+    when,
+    with_backend,
+    with_service,
+)
 from livepatch.server.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from livepatch.server import patches
+    from livepatch.server.admin.backend import Backend
     from livepatch.server.service import Service
 
 SEVERITIES = ("low", "medium", "high", "critical")
 """The values of ``patches.Severity`` (kept here so that --help imports nothing heavy)."""
+POLICY_KEYS = (
+    "canary_percentage",
+    "moderate_percentage",
+    "canary_soak_hours",
+    "moderate_soak_hours",
+    "minimum_applied",
+)
+"""``patches.POLICY_KEYS``, likewise."""
 
 
 def register(subparsers: Any) -> None:
@@ -54,13 +70,13 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="healthy reports a stage needs before it is promoted (default: the server's)",
     )
-    publish.set_defaults(handler=with_service(_publish))
+    publish.set_defaults(handler=with_backend(_publish))
 
     parser = subparsers.add_parser("patches", help="inspect and steer published patches")
     commands = parser.add_subparsers(dest="patches_command", metavar="ACTION", required=True)
     listing = commands.add_parser("list", help="list patches and their rollout")
     add_common_options(listing, formats=True)
-    listing.set_defaults(handler=with_service(_list))
+    listing.set_defaults(handler=with_backend(_list))
     for name, help_text, run in (
         ("show", "show a patch, its reports and the engine's view", _show),
         ("promote", "move a patch to the next (or given) stage now", _promote),
@@ -80,57 +96,58 @@ def register(subparsers: Any) -> None:
             command.add_argument(
                 "--reason", required=True, help="why, shown to every machine's administrator"
             )
-        command.set_defaults(handler=with_service(run))
+        command.set_defaults(handler=with_backend(run))
     tick = commands.add_parser("run-engine", help="apply the rollout engine's decisions now")
     add_common_options(tick, formats=True)
-    tick.set_defaults(handler=with_service(_run_engine))
+    tick.set_defaults(handler=with_service(_run_engine), local_only=True)
 
 
-def _publish(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
+def _publish(backend: Backend, args: argparse.Namespace) -> int:
     try:
         module = args.module.read_bytes()
     except OSError as error:
         raise InvalidRequest(f"Cannot read {args.module}: {error.strerror}.") from error
-    from livepatch.server.admin.preflight import preflight_record
-
-    overrides = {
-        key: getattr(args, key) for key in patches.POLICY_KEYS if getattr(args, key) is not None
+    overrides = {key: getattr(args, key) for key in POLICY_KEYS if getattr(args, key) is not None}
+    body: dict[str, Any] = {
+        "module_base64": base64.b64encode(module).decode(),
+        "kernels": args.kernel,
+        "cves": [cve for group in args.cve for cve in group],
+        "severity": args.severity,
+        "description": args.description,
+        "overrides": overrides,
     }
-    record = preflight_record(service, module, args.kernel, skip=args.no_preflight)
-    info = patches.publish(
-        service,
-        patches.Publication(
-            module=module,
-            kernels=args.kernel,
-            cves=[cve for group in args.cve for cve in group],
-            severity=patches.Severity(args.severity),
-            description=args.description,
-            overrides=overrides,
-            preflight=record,
-        ),
-    )
+    if not args.no_preflight:
+        from livepatch.server.admin.backend import Local
+        from livepatch.server.admin.preflight import preflight_record
+
+        if not isinstance(backend, Local):
+            raise InvalidRequest(
+                "The pre-flight boots each kernel on the service's host, which --server "
+                "cannot do: publish on that host, or add --no-preflight (the patch is then "
+                "marked as not pre-flighted)."
+            )
+        # Boots each kernel here, with the service's key; a publication without
+        # this record (--no-preflight, or through the admin API) is marked skipped.
+        body["preflight"] = preflight_record(backend.service, module, args.kernel, skip=False)
+    info = backend.post("/patches", body)
     _print_info(info, args.format)
     return 0
 
 
-def _list(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
-    found = patches.list_patches(service)
+def _list(backend: Backend, args: argparse.Namespace) -> int:
+    found = backend.get("/patches")
     if args.format == "json":
-        print(dump_json([_info_dict(i) for i in found]))
+        print(dump_json(found))
         return 0
     rows = [
         (
-            i.patch_id,
-            ",".join(i.kernels),
-            i.severity,
+            i["patch_id"],
+            ",".join(i["kernels"]),
+            i["severity"],
             _state(i),
-            i.stage_started,
-            (i.preflight or {}).get("result", "none"),
-            ",".join(i.cves),
+            when(i["rollout"]["since"]),
+            (i["preflight"] or {}).get("result", "none"),
+            ",".join(i["cves"]),
         )
         for i in found
     ]
@@ -139,69 +156,52 @@ def _list(service: Service, args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
-    detail = patches.show(service, args.patch_id)
-    aggregates = [
-        {"stage": a.stage, "kernel": a.kernel, "applied": a.applied, "failed": a.failed}
-        for a in detail.aggregates
-    ]
-    engine_view = {"action": detail.decision.action.value, "reason": detail.decision.reason}
+def _show(backend: Backend, args: argparse.Namespace) -> int:
+    detail = backend.get(f"/patches/{args.patch_id}")
     if args.format == "json":
-        print(dump_json({**_info_dict(detail.info), "reports": aggregates, "engine": engine_view}))
+        print(dump_json(detail))
         return 0
-    info = detail.info
-    print(f"{info.patch_id} (version {info.version}, module {info.module_name})")
-    print(f"  kernels:  {', '.join(info.kernels)}")
-    print(f"  cves:     {', '.join(info.cves)} ({info.severity})")
-    print(f"  rollout:  {_state(info)} since {info.stage_started.isoformat(timespec='seconds')}")
-    if info.revoked is not None:
-        at = info.revoked.at.isoformat(timespec="seconds")
-        print(f"  revoked:  {info.revoked.reason} (at {at})")
-    elif info.halt_reason:
-        print(f"  halted:   {info.halt_reason}")
+    rollout, engine_view = detail["rollout"], detail["engine"]
+    print(f"{detail['patch_id']} (version {detail['version']}, module {detail['module_name']})")
+    print(f"  kernels:  {', '.join(detail['kernels'])}")
+    print(f"  cves:     {', '.join(detail['cves'])} ({detail['severity']})")
+    print(f"  rollout:  {_state(detail)} since {rollout['since'][:19]}")
+    if detail["revoked"] is not None:
+        print(f"  revoked:  {detail['revoked']['reason']} (at {detail['revoked']['at']})")
+    elif rollout["halt_reason"]:
+        print(f"  halted:   {rollout['halt_reason']}")
     print(f"  engine:   {engine_view['action']}: {engine_view['reason']}")
-    print(f"  target:   {info.target_name} sha256 {info.sha256} ({info.length} bytes)")
+    print(f"  target:   {detail['target']} sha256 {detail['sha256']} ({detail['length']} bytes)")
     print()
-    rows = [(a["stage"], a["kernel"], a["applied"], a["failed"]) for a in aggregates]
+    rows = [(a["stage"], a["kernel"], a["applied"], a["failed"]) for a in detail["reports"]]
     print(table(("STAGE", "KERNEL", "APPLIED", "FAILED"), rows) if rows else "No reports yet.")
     return 0
 
 
-def _promote(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
-    to = Stage(args.to) if args.to else None
-    _print_info(patches.promote(service, args.patch_id, to), args.format)
+def _promote(backend: Backend, args: argparse.Namespace) -> int:
+    _print_info(backend.post(f"/patches/{args.patch_id}/promote", {"to": args.to}), args.format)
     return 0
 
 
-def _halt(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
-    _print_info(patches.halt(service, args.patch_id, args.reason), args.format)
+def _halt(backend: Backend, args: argparse.Namespace) -> int:
+    body = {"reason": args.reason}
+    _print_info(backend.post(f"/patches/{args.patch_id}/halt", body), args.format)
     return 0
 
 
-def _resume(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
-    _print_info(patches.resume(service, args.patch_id), args.format)
+def _resume(backend: Backend, args: argparse.Namespace) -> int:
+    _print_info(backend.post(f"/patches/{args.patch_id}/resume"), args.format)
     return 0
 
 
-def _withdraw(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
-    _print_info(patches.withdraw(service, args.patch_id), args.format)
+def _withdraw(backend: Backend, args: argparse.Namespace) -> int:
+    _print_info(backend.post(f"/patches/{args.patch_id}/withdraw"), args.format)
     return 0
 
 
-def _revoke(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import patches
-
-    _print_info(patches.revoke(service, args.patch_id, args.reason), args.format)
+def _revoke(backend: Backend, args: argparse.Namespace) -> int:
+    body = {"reason": args.reason}
+    _print_info(backend.post(f"/patches/{args.patch_id}/revoke", body), args.format)
     return 0
 
 
@@ -225,43 +225,18 @@ def _run_engine(service: Service, args: argparse.Namespace) -> int:
     return 0
 
 
-def _state(info: patches.PatchInfo) -> str:
-    if info.withdrawn:
+def _state(info: dict[str, Any]) -> str:
+    if info["withdrawn"]:
         return "withdrawn"
-    if info.revoked is not None:
-        return f"{info.state.stage.value} REVOKED"
-    text = f"{info.state.stage.value} {info.state.percentage:g}%"
-    return f"{text} HALTED" if info.state.halted else text
+    rollout = info["rollout"]
+    if info["revoked"] is not None:
+        return f"{rollout['stage']} REVOKED"
+    text = f"{rollout['stage']} {rollout['percentage']:g}%"
+    return f"{text} HALTED" if rollout["halted"] else text
 
 
-def _info_dict(info: patches.PatchInfo) -> dict[str, Any]:
-    return {
-        "patch_id": info.patch_id,
-        "version": info.version,
-        "kernels": info.kernels,
-        "module_name": info.module_name,
-        "target": info.target_name,
-        "sha256": info.sha256,
-        "length": info.length,
-        "severity": info.severity,
-        "description": info.description,
-        "cves": info.cves,
-        "preflight": info.preflight,
-        "rollout": {
-            "stage": info.state.stage.value,
-            "percentage": info.state.percentage,
-            "halted": info.state.halted,
-            "halt_reason": info.halt_reason,
-            "since": info.stage_started.isoformat(),
-        },
-        "withdrawn": info.withdrawn,
-        "revoked": None if info.revoked is None else info.revoked.to_fields(),
-        "created": info.created.isoformat(),
-    }
-
-
-def _print_info(info: patches.PatchInfo, fmt: str) -> None:
+def _print_info(info: dict[str, Any], fmt: str) -> None:
     if fmt == "json":
-        print(dump_json(_info_dict(info)))
+        print(dump_json(info))
     else:
-        print(f"{info.patch_id}: {_state(info)}")
+        print(f"{info['patch_id']}: {_state(info)}")

@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     command.add_argument(
         "--wait", type=float, default=5.0, help="seconds to exercise the patched kernel"
     )
-    command.set_defaults(handler=with_service(_preflight))
+    command.set_defaults(handler=with_service(_preflight), local_only=True)
 
 
 def preflight(
@@ -65,22 +65,19 @@ def preflight_record(
     Raises InvalidRequest with the reason when the module fails on any kernel.
     """
     from livepatch.preflight.result import failure_reason
-    from livepatch.trust.patchmeta import rfc3339
+    from livepatch.server.patches import skipped_preflight
 
-    keys = sorted(set(kernels))
-    if not skip:
-        for kernel in keys:
-            result = preflight(service, module, kernel)
-            if not result.passed:
-                raise InvalidRequest(
-                    f"Pre-flight refused the module: {failure_reason(result)}; fix the "
-                    "module, or publish with --no-preflight to skip the check."
-                )
-    return {
-        "result": "skipped" if skip else "passed",
-        "kernel": ",".join(keys),
-        "at": rfc3339(service.clock()),
-    }
+    record = skipped_preflight(kernels, service.clock())
+    if skip:
+        return record
+    for kernel in record["kernel"].split(","):
+        result = preflight(service, module, kernel)
+        if not result.passed:
+            raise InvalidRequest(
+                f"Pre-flight refused the module: {failure_reason(result)}; fix the "
+                "module, or publish with --no-preflight to skip the check."
+            )
+    return {**record, "result": "passed"}
 
 
 def _preflight(service: Service, args: argparse.Namespace) -> int:

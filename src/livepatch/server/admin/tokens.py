@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from livepatch.rollout import Tier
-from livepatch.server.admin._common import add_common_options, dump_json, table, with_service
+from livepatch.server.admin._common import add_common_options, dump_json, table, when, with_backend
 
 if TYPE_CHECKING:
-    from livepatch.server import tokens
-    from livepatch.server.service import Service
+    from livepatch.server.admin.backend import Backend
 
 
 def register(subparsers: Any) -> None:
@@ -22,67 +20,60 @@ def register(subparsers: Any) -> None:
     add_common_options(create, formats=True)
     create.add_argument("--machines", type=int, help="machine slots (community default: 3)")
     create.add_argument("--tier", choices=[t.value for t in Tier], default=Tier.COMMUNITY.value)
-    create.set_defaults(handler=with_service(_create))
+    create.set_defaults(handler=with_backend(_create))
 
     listing = commands.add_parser("list", help="list tokens and their machines")
     add_common_options(listing, formats=True)
-    listing.set_defaults(handler=with_service(_list))
+    listing.set_defaults(handler=with_backend(_list))
 
     revoke = commands.add_parser(
         "revoke", help="stop enrolments, renewals, check-ins and reports of a token's machines"
     )
     add_common_options(revoke)
     revoke.add_argument("token", metavar="ID|HINT", help="the id or hint from `tokens list`")
-    revoke.set_defaults(handler=with_service(_revoke))
+    revoke.set_defaults(handler=with_backend(_revoke))
 
 
-def _create(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import tokens
-
-    with service.transaction() as session:
-        created = tokens.create_token(
-            session, tier=Tier(args.tier), machines=args.machines, now=service.clock()
-        )
-    info = created.info
+def _create(backend: Backend, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"tier": args.tier}
+    if args.machines is not None:
+        body["machines"] = args.machines
+    created = backend.post("/tokens", body)
     if args.format == "json":
-        print(dump_json({"token": created.secret, **_as_dict(info)}))
+        print(dump_json(created))
     else:
-        print(created.secret)
+        print(created["token"])
         print(
-            f"Token {info.id} ({info.tier.value}, {info.machine_limit} machines). "
+            f"Token {created['id']} ({created['tier']}, {created['machine_limit']} machines). "
             "It is shown only once: store it now."
         )
     return 0
 
 
-def _list(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import tokens
-
-    with service.transaction() as session:
-        found = tokens.list_tokens(session)
+def _list(backend: Backend, args: argparse.Namespace) -> int:
+    found = backend.get("/tokens")
     if args.format == "json":
-        print(dump_json([_as_dict(t) for t in found]))
+        print(dump_json(found))
         return 0
     rows = [
-        (t.id, t.hint + "…", t.tier.value, f"{t.machines}/{t.machine_limit}", t.created, t.revoked)
+        (
+            t["id"],
+            t["hint"] + "…",
+            t["tier"],
+            f"{t['machines']}/{t['machine_limit']}",
+            when(t["created"]),
+            when(t["revoked"]),
+        )
         for t in found
     ]
     print(table(("ID", "HINT", "TIER", "MACHINES", "CREATED", "REVOKED"), rows))
     return 0
 
 
-def _revoke(service: Service, args: argparse.Namespace) -> int:
-    from livepatch.server import tokens
-
-    with service.transaction() as session:
-        info = tokens.revoke_token(session, args.token, now=service.clock())
+def _revoke(backend: Backend, args: argparse.Namespace) -> int:
+    info = backend.post(f"/tokens/{args.token}/revoke")
     print(
-        f"Token {info.id} is revoked; its {info.machines} machines cannot renew their credentials."
+        f"Token {info['id']} is revoked; its {info['machines']} machines cannot renew "
+        "their credentials."
     )
     return 0
-
-
-def _as_dict(info: tokens.TokenInfo) -> dict[str, Any]:
-    document = dataclasses.asdict(info)
-    document["tier"] = info.tier.value
-    return document

@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from livepatch import __version__
-from livepatch.server.api import errors, machines, ops, repository
+from livepatch.server.api import admin, errors, kernels, machines, ops, repository
 from livepatch.server.api.fastpath import ASGIApp, FastPaths
 from livepatch.server.periodic import run_periodic
 from livepatch.server.ratelimit import RateLimits
 from livepatch.server.service import Service
+from livepatch.server.ui import routes as ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ def create_api(service: Service, *, periodic: bool = False) -> FastAPI:
     )
     app.state.service = service
     errors.install(app)
-    for router in (machines.router, repository.router, ops.router):
+    for router in (machines.router, repository.router, ops.router, kernels.router, admin.router):
         app.include_router(router)
+    app.include_router(ui_routes.router)
     return app
 
 

@@ -6,8 +6,11 @@ dependency injection and response models would cost more than the answer
 itself (a stat and a dictionary lookup; one queued row), so these are
 answered here:
 
-- GET/HEAD of metadata and blobs; with a machine credential it is also a
-  check-in, verified (see ``checkins.py``) and counted;
+- GET/HEAD of metadata and module blobs; with a machine credential it is
+  also a check-in, verified (see ``checkins.py``) and counted. Module
+  blobs need a live enrolment, looked up in the database for each
+  download (a module per machine and patch: rare), unless the service
+  runs with ``--public-targets``;
 - a well-formed report POST with a credential (validated by the same
   pydantic model as the API's; refusals get the same JSON errors).
 
@@ -19,6 +22,7 @@ answer or error. A report's body, once read, is replayed to it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -27,9 +31,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from livepatch.server import machines
 from livepatch.server.api.machines import record_report
 from livepatch.server.api.schemas import ReportRequest
-from livepatch.server.errors import NotFound, ServerError
+from livepatch.server.errors import NotFound, ServerError, Unauthenticated
 from livepatch.server.service import Service
 
 Scope = MutableMapping[str, Any]
@@ -42,6 +47,8 @@ _METADATA = "/v1/metadata/"
 _TARGETS = "/v1/targets/"
 _REPORT = re.compile(r"/v1/machines/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})/reports")
 MAX_REPORT_BYTES = 16 * 1024
+MAX_BODY_BYTES = 24 * 1024 * 1024
+"""Any request body: a published module (16 MiB) travels base64-encoded in JSON."""
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -51,6 +58,7 @@ class FastPaths:
         self.service = service
         self.static = service.static
         self.checkins = service.checkins
+        self.public_targets = service.config.public_targets
         self._count = {
             status: service.metrics.counter("livepatch_static_requests_total", status=str(status))
             for status in (200, 304)
@@ -67,6 +75,11 @@ class FastPaths:
                 if found is not None:
                     await self._report(scope, receive, send, found.group(1))
                     return
+            refusal = body_refusal(scope["headers"])
+            if refusal is not None:
+                status, code, message = refusal
+                await _send_json(send, status, {"error": {"code": code, "message": message}})
+                return
         await self.app(scope, receive, send)
 
     async def _static(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,6 +97,13 @@ class FastPaths:
                 if_none_match = value
             elif name == b"authorization":
                 authorization = value
+        if area == "targets" and not self.public_targets:
+            try:
+                await authorise_download(self.service, authorization)
+            except ServerError as error:
+                document = {"error": {"code": error.code, "message": error.message}}
+                await _send_json(send, error.status, document)
+                return
         try:
             answer = await self.static.respond_async(
                 area, relative, if_none_match, head=scope["method"] == "HEAD"
@@ -139,6 +159,40 @@ class FastPaths:
             await _send_json(send, error.status, document)
             return
         await _send_json(send, 202, {"stage": stage})
+
+
+async def authorise_download(service: Service, authorization: bytes | None) -> None:
+    """Refuse a module download unless a live enrolment asks (looked up afresh)."""
+    credential = bearer(authorization) if authorization is not None else None
+    if credential is None:
+        raise Unauthenticated(
+            "Patch modules are served to enrolled machines only: send the machine's "
+            "credential as 'Authorization: Bearer …'."
+        )
+    await asyncio.to_thread(_may_download, service, credential)
+
+
+def _may_download(service: Service, credential: str) -> None:
+    with service.transaction(readonly=True) as session:
+        machines.may_download(session, credential, now=service.clock())
+
+
+def body_refusal(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, str] | None:
+    """Why a request body is refused before it is read (too large, or of no stated size)."""
+    length = chunked = None
+    for name, value in headers:
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = value
+    if length is None:
+        if chunked is None:
+            return None
+        return (411, "length-required", "Send the request body with a Content-Length.")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        limit = MAX_BODY_BYTES // (1024 * 1024)
+        return (413, "too-large", f"The request body is larger than {limit} MiB.")
+    return None
 
 
 def bearer(authorization: bytes) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from livepatch.server import machines, reports
 from livepatch.server.api.deps import CredentialDep, ServiceDep
@@ -33,8 +33,14 @@ MachinePath = Annotated[
     responses=errors(401, 403, 409, 422, 503),
     summary="Enrol a machine with a token",
 )
-def enrol(body: EnrolRequest, service: ServiceDep) -> EnrolResponse:
-    facts = machines.MachineFacts(body.machine_id, body.hostname, body.kernel, body.architecture)
+def enrol(body: EnrolRequest, service: ServiceDep, request: Request) -> EnrolResponse:
+    facts = machines.MachineFacts(
+        body.machine_id,
+        body.hostname,
+        body.kernel,
+        body.architecture,
+        machines.client_version(request.headers.get("user-agent")),
+    )
     try:
         with service.transaction() as session:
             credential = machines.enrol(
@@ -67,7 +73,9 @@ def enrol(body: EnrolRequest, service: ServiceDep) -> EnrolResponse:
     responses=errors(401, 403, 422, 503),
     summary="Replace the machine's credential before it expires",
 )
-def renew(machine_id: MachinePath, credential: CredentialDep, service: ServiceDep) -> RenewResponse:
+def renew(
+    machine_id: MachinePath, credential: CredentialDep, service: ServiceDep, request: Request
+) -> RenewResponse:
     with service.transaction() as session:
         renewed = machines.renew(
             session,
@@ -75,6 +83,7 @@ def renew(machine_id: MachinePath, credential: CredentialDep, service: ServiceDe
             credential,
             now=service.clock(),
             lifetime=service.config.credential_lifetime,
+            version=machines.client_version(request.headers.get("user-agent")),
         )
     service.checkins.forget(credential)
     return RenewResponse(credential=renewed.credential, expires=renewed.expires)

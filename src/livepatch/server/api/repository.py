@@ -3,6 +3,9 @@
 Requests without a credential are normally answered by the fast path in
 ``fastpath.py`` before reaching these routes; these handle the ones with a
 credential (a check-in) and document the endpoints in the OpenAPI schema.
+Module blobs (targets) need a machine credential, checked against the
+database on every download, unless the service runs with
+``--public-targets``; metadata is public so that mirrors can serve it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Response
 
 from livepatch.server.api.deps import OptionalCredentialDep, ServiceDep
+from livepatch.server.api.fastpath import authorise_download
 from livepatch.server.api.schemas import errors
 from livepatch.server.service import Service
 
@@ -30,7 +34,7 @@ _CACHE_HEADERS: dict[str, Any] = {
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The file.", "headers": _CACHE_HEADERS},
     304: {"description": "Not modified since the ETag given.", "headers": _CACHE_HEADERS},
-    **errors(401, 404, 422, 503),
+    **errors(401, 403, 404, 422, 503),
 }
 IfNoneMatch = Annotated[str | None, Header(description="ETags the client already has.")]
 
@@ -79,5 +83,8 @@ async def targets(
     credential: OptionalCredentialDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
+    if not service.config.public_targets:
+        authorization = f"Bearer {credential}".encode() if credential is not None else None
+        await authorise_download(service, authorization)
     await check_in(service, credential)
     return await serve(service, "targets", path, if_none_match)

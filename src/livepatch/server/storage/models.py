@@ -99,6 +99,8 @@ class Machine(Base):
     enrolled: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     duplicate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    client_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    """What the client said it is at enrolment (absent from older clients)."""
 
 
 class Patch(Base):
@@ -188,3 +190,46 @@ class RolloutEvent(Base):
     trigger: Mapped[str] = mapped_column(String(16))
     """``automatic`` (the rollout engine) or ``manual`` (an administrator)."""
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Admin(Base):
+    """A person or tool administering the service through the admin API.
+
+    Only the SHA-256 of the API key is kept (the key is 256 random bits,
+    shown once at creation).
+    """
+
+    __tablename__ = "admins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    """``viewer``, ``operator`` or ``admin``."""
+    key_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class AuditEntry(Base):
+    """One change made by an administrator: who, what, when, from where."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    """The admin's name, or ``local:USER`` for livepatch-admin on the server host."""
+    source: Mapped[str] = mapped_column(String(128))
+    """The client address of an API request, or ``cli`` for a local command."""
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class KernelLifecycle(Base):
+    """An operator-set end of life for a kernel key (the kernel-support API)."""
+
+    __tablename__ = "kernel_lifecycle"
+
+    kernel: Mapped[str] = mapped_column(String(255), primary_key=True)
+    end_of_life: Mapped[datetime] = mapped_column(UTCDateTime)
