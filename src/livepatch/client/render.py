@@ -8,7 +8,7 @@ the value.
 
 from __future__ import annotations
 
-import json
+from livepatch.client import jsonlite
 
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ COLOURS = {"ok": GREEN, "bad": RED, "wait": YELLOW}
 
 
 def render_json(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, indent=2) + "\n"
+    return jsonlite.dumps(dict(doc)) + "\n"
 
 
 def render_yaml(doc: Mapping[str, Any]) -> str:
