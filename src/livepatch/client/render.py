@@ -8,7 +8,7 @@ the value.
 
 from __future__ import annotations
 
-from livepatch.client import jsonlite
+from livepatch.client import jsonlite, yamllite
 
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
 if TYPE_CHECKING:
@@ -43,10 +43,7 @@ def render_json(doc: Mapping[str, Any]) -> str:
 
 
 def render_yaml(doc: Mapping[str, Any]) -> str:
-    import yaml  # only this format pays for the import
-
-    text: str = yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True)
-    return text
+    return yamllite.dumps(dict(doc))
 
 
 def _one_line(value: object) -> str:
