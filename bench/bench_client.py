@@ -49,6 +49,8 @@ from livepatch.client.state import (
 VENV_BIN = Path(sys.executable).parent
 IDLE_SECONDS = 60
 APPLY_ROUNDS = 12
+STATUS_RUNS = int(os.environ.get("BENCH_STATUS_RUNS", "40"))
+STATUS_COMMAND = "BENCH_CLIENT_PARTS=status python -m bench client"
 MODULE = "livepatch_cmdline_v2"
 
 
@@ -58,6 +60,7 @@ MODULE = "livepatch_cmdline_v2"
 def enrolled_state(root: Path) -> Paths:
     paths = Paths(root)
     paths.ensure()
+    root.chmod(0o755)
     now = datetime.now(UTC)
     config.save(paths.config, config.Config(remote_server="https://127.0.0.1:9"))
     StateFile(paths.state).save(
@@ -73,38 +76,129 @@ def enrolled_state(root: Path) -> Paths:
     return paths
 
 
-def status_speed(paths: Paths) -> str:
-    """`livepatch status` served from its cache and built from scratch, next to bare Python."""
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def status_speed(paths: Paths, none: Path) -> str:
+    """Every fast path next to bare Python (the same interpreter), in one hyperfine run.
+
+    Rows as root compare with `python -c pass` as root, rows as a user with the
+    same under setpriv (its exec counted on both sides). The ceiling runs
+    first and last; ratios are to the mean of the two.
+    """
     out = paths.root / "hyperfine.json"
     cache = paths.root / statuscache.CACHE_NAME
-    env = dict(os.environ, LIVEPATCH_STATE_DIR=str(paths.root))
-    status = f"{VENV_BIN / 'livepatch'} status --format json"
-    subprocess.run(status.split(), check=True, env=env, stdout=subprocess.DEVNULL)
-    if not cache.exists():
-        raise RuntimeError("livepatch status as root did not leave its status cache")
+    lp = str(VENV_BIN / "livepatch")
+    fresh = f"LIVEPATCH_STATE_DIR={none}"
+    lp_root = f"env LIVEPATCH_STATE_DIR={paths.root} {lp}"
+    nocache = f"rm -f {cache}"
+    ceiling = f"env {fresh} {sys.executable} -c pass"
+    user_ceiling = " ".join([*NOBODY, sys.executable, "-c", "pass"])
+    rows: list[tuple[str, str, str, str]] = [
+        ("`python -c pass`, the same interpreter (ceiling)", ceiling, "true", ""),
+        ("`python -c pass` as a user (ceiling)", user_ceiling, "true", ""),
+        ("status, not enrolled (never enrolled)", f"env {fresh} {lp} status", "true", ceiling),
+        (
+            "status --format json, not enrolled",
+            f"env {fresh} {lp} status --format json",
+            "true",
+            ceiling,
+        ),
+        ("status, enrolled, no cache", f"{lp_root} status", nocache, ceiling),
+        (
+            "status --format json, enrolled, no cache",
+            f"{lp_root} status --format json",
+            nocache,
+            ceiling,
+        ),
+        (
+            "status --format yaml, enrolled, no cache",
+            f"{lp_root} status --format yaml",
+            nocache,
+            ceiling,
+        ),
+        (
+            "status --format humane, enrolled, no cache",
+            f"{lp_root} status --format humane",
+            nocache,
+            ceiling,
+        ),
+        (
+            "status --verbose, enrolled, no cache",
+            f"{lp_root} status --verbose",
+            nocache,
+            ceiling,
+        ),
+        (
+            "status --format json, enrolled, cached",
+            f"{lp_root} status --format json",
+            f"{lp_root} status",
+            ceiling,
+        ),
+        (
+            "status as a user, enrolled, no cache",
+            " ".join([*NOBODY, lp, "status"]),
+            nocache,
+            user_ceiling,
+        ),
+        (
+            "status --format json as a user, enrolled, no cache",
+            " ".join([*NOBODY, lp, "status", "--format", "json"]),
+            nocache,
+            user_ceiling,
+        ),
+        ("--help", f"{lp_root} --help", "true", ceiling),
+        ("config, as root", f"{lp_root} config", "true", ceiling),
+        (
+            "config, as a user",
+            " ".join([*NOBODY, lp, "config"]),
+            "true",
+            user_ceiling,
+        ),
+        ("`python -c pass` (ceiling, again)", ceiling, "true", ""),
+        ("`python -c pass` as a user (ceiling, again)", user_ceiling, "true", ""),
+    ]
+    prepares = [option for row in rows for option in ("--prepare", row[2])]
     subprocess.run(
         [
-            *("hyperfine", "--warmup", "3", "--runs", "30", "-N", "--export-json", str(out)),
-            # One --prepare per command, in order: only the cold row loses the cache.
-            *("--prepare", "true", "--prepare", "true", "--prepare", f"rm -f {cache}"),
-            f"{sys.executable} -c pass",
-            status,
-            status,
+            *("hyperfine", "--warmup", "5", "--runs", str(STATUS_RUNS), "-N", "-i"),
+            *("--export-json", str(out), *prepares),
+            *(row[1] for row in rows),
         ],
         check=True,
-        env=env,
+        env=dict(os.environ, LIVEPATCH_STATE_DIR=str(paths.root)),
         stdout=subprocess.DEVNULL,
     )
-    base, cached, built = (r["mean"] * 1000 for r in json.loads(out.read_text())["results"])
-    return (
-        "hyperfine -N, 30 runs after 3 warm-ups each, enrolled state directory, as root. "
-        "The cache is what the daemon (or any root `livepatch status`) leaves; the cold "
-        "row removes it before each run.\n\n"
-        "| command | mean |\n|---|---|\n"
-        f"| `python -c pass`, the same interpreter (ceiling) | {base:.1f} ms |\n"
-        f"| `livepatch status --format json`, cached | {cached:.1f} ms ({cached / base:.2f}x) |\n"
-        f"| `livepatch status --format json`, cold | {built:.1f} ms ({built / base:.2f}x) |\n"
-    )
+    results = json.loads(out.read_text())["results"]
+    base: dict[str, tuple[float, float]] = {}
+    for command in (ceiling, user_ceiling):
+        runs = [r for row, r in zip(rows, results, strict=True) if row[1] == command]
+        base[command] = (
+            statistics.fmean(r["mean"] * 1000 for r in runs),
+            statistics.fmean(r["median"] * 1000 for r in runs),
+        )
+    lines = [
+        f"hyperfine -N, {STATUS_RUNS} runs after 5 warm-ups each, all rows in one run; "
+        "`env` sets the state directory on every row, ceilings included; a user's rows run "
+        'under `setpriv` as nobody, and so does their ceiling. "No cache" removes the '
+        "status cache before each run (what a machine has before its daemon or root ever "
+        "ran `livepatch status`, or after any input changed). Aim: at most 1.5x the ceiling.",
+        "",
+        "| command | mean ms | median ms | mean / ceiling | median / ceiling |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    worst = 0.0
+    for row, result in zip(rows, results, strict=True):
+        mean, median = result["mean"] * 1000, result["median"] * 1000
+        if row[3]:
+            ratio_mean, ratio_median = mean / base[row[3]][0], median / base[row[3]][1]
+            worst = max(worst, ratio_mean)
+            ratios = f"{ratio_mean:.2f}x | {ratio_median:.2f}x"
+        else:
+            ratios = "ceiling | ceiling"
+        lines.append(f"| {row[0]} | {mean:.1f} | {median:.1f} | {ratios} |")
+    lines += ["", f"Worst mean ratio: {worst:.2f}x."]
+    return "\n".join(lines) + "\n"
 
 
 # -- the daemon ------------------------------------------------------------------------
@@ -352,18 +446,32 @@ def _native_verify_ms(module: Path, cert_pem: Path) -> float:
     return best * 1000
 
 
+PARTS = os.environ.get("BENCH_CLIENT_PARTS", "status,daemon,apply").split(",")
+
+
 def main() -> None:
+    """Each part records its own section: `BENCH_CLIENT_PARTS=status python -m bench client`."""
     with tempfile.TemporaryDirectory(prefix="bench-client.") as tmp:
         base = Path(tmp)
-        paths = enrolled_state(base / "status")
-        sections = [
-            "### `livepatch status`\n\n" + status_speed(paths),
-            "### Daemon memory and wake-ups\n\n" + daemon_figures(base / "daemon"),
-            "### Apply overhead on a real kernel\n\n" + apply_overhead(base / "apply"),
-        ]
-    body = "\n".join(sections)
-    print(body)
-    record("client", "python -m bench client", body)
+        base.chmod(0o755)  # the status rows run as a user too
+        if "status" in PARTS:
+            none = base / "not-enrolled"
+            none.mkdir(mode=0o755)
+            body = status_speed(enrolled_state(base / "status"), none)
+            print(body)
+            record("client: livepatch status", STATUS_COMMAND, body)
+        if "daemon" in PARTS:
+            body = daemon_figures(base / "daemon")
+            print(body)
+            record(
+                "client: daemon memory", "BENCH_CLIENT_PARTS=daemon python -m bench client", body
+            )
+        if "apply" in PARTS:
+            body = apply_overhead(base / "apply")
+            print(body)
+            record(
+                "client: apply overhead", "BENCH_CLIENT_PARTS=apply python -m bench client", body
+            )
 
 
 if __name__ == "__main__":

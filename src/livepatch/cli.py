@@ -188,16 +188,25 @@ def _fast_status(argv: Sequence[str]) -> int | None:
     doc = statuscache.load(state_dir) or quickstatus.build(state_dir)
     if doc is None:
         return None
-    from livepatch.errors import LivepatchError
+    try:
+        if not doc["Enrolled"]:
+            return _fast_not_enabled(doc, fmt, verbose)
+        _print_status(doc, fmt, verbose)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return 141
+    return 0
+
+
+def _fast_not_enabled(doc: dict[str, Any], fmt: str, verbose: bool) -> int:
+    from livepatch.client.errors import NotEnabled
 
     try:
         _show_status(doc, fmt, verbose)
+    except NotEnabled as error:
         sys.stdout.flush()
-    except LivepatchError as error:  # not enrolled
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         return error.exit_code
-    except BrokenPipeError:
-        return 141
     return 0
 
 
