@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -50,10 +51,14 @@ RELOAD = timedelta(minutes=4)
 RELOAD_RETRY = timedelta(seconds=30)
 MAX_REMEMBERED = 1_000_000
 """Above this many machines no index is kept (every new check-in is looked up)."""
+RELOAD_CHUNK = 5_000
+"""Rows read per query while reloading; the thread yields between them, so the event
+loop goes on answering (one read of 100,000 rows would hold the GIL for most of a second)."""
 
 _ALL = select(Machine.credential_digest, Machine.id, Machine.credential_expires, Machine.last_seen)
 _LOOKUP = _ALL.where(Machine.credential_digest.in_(bindparam("digests", expanding=True)))
 _COUNT = select(func.count()).select_from(Machine)
+_CHUNK = _ALL.where(Machine.id > bindparam("after")).order_by(Machine.id).limit(RELOAD_CHUNK)
 
 
 @dataclass(slots=True)
@@ -95,6 +100,12 @@ class CheckIns:
         self._seen: dict[str, Seen] = {}
         self._reload_due: datetime | None = None
         self._lookups: Batcher[Lookup | Reload] = Batcher("livepatch-checkins", self._look_up)
+
+    def start(self) -> None:
+        """Load the index now (at start-up), not at the first check-in."""
+        now = self.clock()
+        self._reload_due = now + RELOAD
+        self._lookups.put(Reload(now))
 
     def remembered(self, credential: str) -> bool:
         """Count the check-in if the credential was verified recently; False if not known."""
@@ -176,26 +187,33 @@ class CheckIns:
 
     def _reload(self, now: datetime) -> None:
         """Replace the index with every machine's credential as stored now."""
+        previous = self._seen
+        valid_until = now + REMEMBER
+        index: dict[str, Seen] = {}
         try:
             with self.reading() as session:
                 count = session.scalar(_COUNT) or 0
-                if count > MAX_REMEMBERED:
-                    log.info("%d machines: check-ins are verified without an index", count)
-                    return
-                rows = session.execute(_ALL).all()
+            if count > MAX_REMEMBERED:
+                log.info("%d machines: check-ins are verified without an index", count)
+                return
+            after = 0
+            while True:
+                with self.reading() as session:
+                    rows = session.execute(_CHUNK, {"after": after}).all()
+                for digest, machine, expires, last_seen in rows:
+                    if expires <= now:
+                        continue
+                    next_write = last_seen + LAST_SEEN_GRANULARITY
+                    known = previous.get(digest)
+                    if known is not None and known.machine == machine:
+                        next_write = max(next_write, known.next_write)
+                    index[digest] = Seen(machine, min(expires, valid_until), next_write)
+                if len(rows) < RELOAD_CHUNK:
+                    break
+                after = rows[-1][1]
+                time.sleep(0.001)
         except Exception:
             log.exception("loading the credential index failed; check-ins are looked up")
             self._reload_due = now + RELOAD_RETRY
             return
-        previous = self._seen
-        valid_until = now + REMEMBER
-        index: dict[str, Seen] = {}
-        for digest, machine, expires, last_seen in rows:
-            if expires <= now:
-                continue
-            next_write = last_seen + LAST_SEEN_GRANULARITY
-            known = previous.get(digest)
-            if known is not None and known.machine == machine:
-                next_write = max(next_write, known.next_write)
-            index[digest] = Seen(machine, min(expires, valid_until), next_write)
         self._seen = index

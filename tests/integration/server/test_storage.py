@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import bindparam
 
 from livepatch.rollout import Tier
-from livepatch.server import machines, reports, tokens
+from livepatch.server import checkins, machines, reports, tokens
 from livepatch.server.errors import (
     Forbidden,
     InvalidRequest,
@@ -299,6 +300,22 @@ def test_a_worker_indexes_every_credential_and_reloads_it(service: Service, cloc
     assert service.checkins.remembered(renewed.credential)
     with pytest.raises(Unauthenticated):
         asyncio.run(service.checkins.check_in(second.credential))
+
+
+def test_the_index_is_read_in_chunks(
+    service: Service, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkins, "RELOAD_CHUNK", 2)
+    monkeypatch.setattr(
+        checkins,
+        "_CHUNK",
+        checkins._ALL.where(Machine.id > bindparam("after")).order_by(Machine.id).limit(2),
+    )
+    token = make_token(service, limit=10)
+    enrolled = [enrol(service, token, n) for n in range(5)]
+    service.checkins.start()
+    asyncio.run(service.checkins.check_in(enrolled[0].credential))
+    assert all(service.checkins.remembered(c.credential) for c in enrolled)
 
 
 def test_aggregates_are_per_stage_and_kernel(service: Service) -> None:
