@@ -161,7 +161,9 @@ class CheckIns:
             return
         try:
             with self.reading() as session:
-                rows = session.execute(_LOOKUP, {"digests": sorted({x.digest for x in batch})})
+                rows = session.connection().execute(
+                    _LOOKUP, {"digests": sorted({x.digest for x in batch})}
+                )
                 found: dict[str, tuple[str, int, datetime, datetime]] = {
                     row[0]: (row[0], row[1], row[2], row[3]) for row in rows
                 }
@@ -199,7 +201,7 @@ class CheckIns:
             after = 0
             while True:
                 with self.reading() as session:
-                    rows = session.execute(_CHUNK, {"after": after}).all()
+                    rows = session.connection().execute(_CHUNK, {"after": after}).all()
                 for digest, machine, expires, last_seen in rows:
                     if expires <= now:
                         continue
