@@ -206,7 +206,8 @@ def status_speed(paths: Paths, none: Path) -> str:
         else:
             ratios = "ceiling | ceiling"
         lines.append(f"| {row[0]} | {wall:.1f} | {used:.1f} | {ratios} |")
-    lines += ["", f"Worst CPU ratio: {worst:.2f}x."]
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    lines += ["", f"Worst CPU ratio: {worst:.2f}x. Load average after the run: {load}."]
     return "\n".join(lines) + "\n"
 
 
