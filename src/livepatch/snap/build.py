@@ -533,9 +533,7 @@ def _exclusive(path: Path) -> Iterator[None]:
         yield
 
 
-def build(
-    repo: Path, work: Path, *, python: Path | None = None, force: bool = False
-) -> Built:
+def build(repo: Path, work: Path, *, python: Path | None = None, force: bool = False) -> Built:
     started = time.monotonic()
     if python is None:
         python = base_python(load_project(repo), CORE24_PYTHON_CANDIDATES)

@@ -42,7 +42,7 @@ from livepatch.client.ports import KernelPort
 from livepatch.client.state import StateFile
 from livepatch.client.store import is_locked, write_atomic
 from livepatch.errors import LivepatchError
-from livepatch.snap import selftest
+from livepatch.snap import plughooks, selftest
 from livepatch.snap.environment import SnapEnvironment
 from livepatch.snap.health import assess
 from livepatch.snap.snapctl import Health, Snapctl
@@ -315,7 +315,15 @@ class Dependencies:
         return default_runtime({"SNAP_DATA": str(env.data)})
 
 
-HOOKS = ("install", "configure", "pre-refresh", "post-refresh", "check-health", "remove")
+HOOKS = (
+    "install",
+    "configure",
+    "pre-refresh",
+    "post-refresh",
+    "check-health",
+    "remove",
+    *plughooks.HOOKS,
+)
 
 
 def run_hook(
@@ -346,7 +354,11 @@ def run_hook(
     if name == "check-health":
         health = check_health(env, deps.snapctl, deps.query)
         return f"health {health.status}" + (f": {health.message}" if health.message else "")
+    if name in plughooks.HOOKS:
+        return plughooks.run(name, env.snap, env.paths)
     if name == "remove":
+        with contextlib.suppress(OSError):  # snapd's disconnect hook may have done it
+            log.info("%s", plughooks.remove_motd())
         lines = remove(deps.runtime_for(env))
         for line in lines[:-1]:
             log.info("%s", line)

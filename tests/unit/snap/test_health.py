@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from livepatch.snap.health import assess
+from livepatch.snap.health import HealthReporter, assess, daemon_reporter
 from livepatch.snap.snapctl import Health, HealthStatus, Snapctl
 from tests.snap import STANDIN_SNAPCTL
 
@@ -22,7 +22,7 @@ def doc(state="applied", check="checked", errors=(), enrolled=True):
 DENIED = (
     "access-denied",
     "Permission to access /sys/kernel/livepatch was denied; run as root, or, inside the "
-    "snap, connect the system-files interface that grants it.",
+    "snap, connect its livepatch-sysfs plug (sudo snap connect livepatch:livepatch-sysfs).",
 )
 
 CASES = [
@@ -67,10 +67,55 @@ def test_snapd_accepts_every_health_we_report(document, status, code, tmp_path, 
 
 
 def test_a_long_message_is_cut_to_seventy_characters_like_snapd_cuts_it():
-    health = assess(doc(state="apply-failed", errors=[DENIED]))
-    argv = health.argv()
+    long = ("apply-failed", "The kernel refused the module: " + "x" * 80)
+    argv = assess(doc(state="apply-failed", errors=[long])).argv()
     assert len(argv[2]) == 70 and argv[2].endswith("…")
-    assert argv[2].startswith("Permission to access /sys/kernel/livepatch was denied")
+    assert argv[2].startswith("The kernel refused the module: xxx")
+
+
+def test_a_denied_file_names_the_plug_to_connect_within_seventy_characters():
+    health = assess(doc(state="apply-failed", errors=[DENIED]))
+    assert health.argv() == [
+        "set-health",
+        "blocked",
+        "Missing plug; run: snap connect livepatch:livepatch-sysfs",
+        "--code=access-denied",
+    ]
+
+
+def test_a_denied_file_blocks_before_enrolment_is_even_known():
+    """The daemon's blocked document (livepatch.client.blocked): nothing enrolled yet."""
+    denied = {
+        "Enrolled": False,
+        "Status": [],
+        "Errors": [
+            {
+                "code": "access-denied",
+                "message": "Permission to access /proc/sys/kernel/arch was denied; run as "
+                "root, or, inside the snap, connect its kernel-state plug (sudo snap "
+                "connect livepatch:kernel-state).",
+            }
+        ],
+    }
+    health = assess(denied)
+    assert health.status is HealthStatus.BLOCKED
+    assert health.message == "Missing plug; run: snap connect livepatch:kernel-state"
+
+
+def test_the_daemon_reports_health_only_when_the_verdict_changes():
+    told: list[Health] = []
+    reporter = HealthReporter(told.append)
+    blocked = doc(state="apply-failed", errors=[DENIED])
+    reporter(blocked)
+    reporter(blocked)
+    reporter(doc())
+    reporter(doc())
+    assert [h.status for h in told] == [HealthStatus.BLOCKED, HealthStatus.OKAY]
+
+
+def test_the_reporter_exists_only_inside_the_snap():
+    assert daemon_reporter({}) is None
+    assert daemon_reporter({"SNAP": "/snap/livepatch/x1", "SNAP_NAME": "livepatch"}) is not None
 
 
 @pytest.mark.parametrize(
