@@ -1,8 +1,8 @@
 """The snapd test machine running: boot the cached image, run shell scripts in it.
 
 ``Machine.boot(disk, share)`` starts qemu (TCG, 1 vCPU, 2 GiB) on Debian's kernel
-with AppArmor, the image behind a qcow2 overlay in the share's parent directory
-(so a run never writes to the cached image), user networking (the guest reaches
+with AppArmor, the image behind qemu's copy-on-write overlay (``snapshot=on``: writes go to
+a temporary qcow2 file, so a run never changes the cached image), user networking (the guest reaches
 the host's loopback at 10.0.2.2) and `share` exported over virtio-9p; it returns
 once the guest's agent (tests/snapd/agent.sh) says it is ready.
 ``machine.run(script)`` hands the agent a script and returns its exit status and
@@ -61,14 +61,8 @@ class Machine:
             for old in (share / sub).iterdir():
                 old.unlink()
         drive = f"file={disk},if=virtio,format=raw"
-        if overlay:
-            top = share.parent / "overlay.qcow2"
-            top.unlink(missing_ok=True)
-            subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "raw", str(top)],
-                check=True,
-            )
-            drive = f"file={top},if=virtio,format=qcow2"
+        if overlay:  # qemu's copy-on-write overlay (a temporary qcow2 over the image)
+            drive += ",snapshot=on"
         serial = share.parent / "serial.log"
         argv = [
             "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-smp", "1", "-m", "2048",

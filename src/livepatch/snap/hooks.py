@@ -52,8 +52,11 @@ log = logging.getLogger("livepatch.snap")
 MANAGED = "snap-config.json"
 """In $SNAP_DATA: the keys last applied from ``snap set`` (so ``snap unset`` resets them)."""
 JOURNAL_LINES = 500
-HEALTH_WAIT = 20.0
-"""check-health runs right after the services start: how long to wait for the daemon."""
+HEALTH_WAIT = 8.0
+"""check-health runs right after the services start: how long to wait for the daemon.
+snapd kills the hook after 30 s (and then fails the install), and on a slow machine the
+interpreter's start-up takes part of that. A daemon that comes up later reports its
+health itself (livepatch.snap.health.HealthReporter)."""
 
 
 class HookFailed(LivepatchError):
@@ -224,7 +227,10 @@ class DaemonQuery:
         deadline = self.clock() + self.wait
         while True:
             try:
-                answer = self.ask(paths.control, "status", timeout=10.0)
+                # reload first: the verdict is about now (a plug may have gone since the
+                # daemon last looked), not about the daemon's last check-in
+                self.ask(paths.control, "reload", timeout=5.0)
+                answer = self.ask(paths.control, "status", timeout=5.0)
             except control.DaemonNotRunning:
                 if self.clock() >= deadline:
                     return None

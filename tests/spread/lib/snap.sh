@@ -33,8 +33,17 @@ current_revision() {
 
 # The snap's health as snapd reports it: "okay", "blocked", ... (REST API).
 health_field() {
-    curl -sS --unix-socket /run/snapd.socket http://localhost/v2/snaps/livepatch |
-        python3 -c 'import json, sys; h = json.load(sys.stdin)["result"].get("health") or {}; print(h.get(sys.argv[1], ""))' "$1"
+    python3 - "$1" <<'PY'
+import http.client, json, socket, sys
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/run/snapd.socket")
+connection = Unix("localhost")
+connection.request("GET", "/v2/snaps/livepatch")
+health = json.load(connection.getresponse())["result"].get("health") or {}
+print(health.get(sys.argv[1], ""))
+PY
 }
 
 # Wait until the daemon answers `livepatch status` (it starts with the snap).
