@@ -86,6 +86,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "LIVEPATCH_HOST_CALLS": "/mnt/share/host",
         "LIVEPATCH_HOST_SERVICE_URL": f"https://{QEMU_HOST}:{service.port}",
         "LIVEPATCH_HOST_CA": "/mnt/share/ca.pem",
+        "LIVEPATCH_KEEP_INSTALLED": "1",  # tests/spread/lib/snap.sh: install once
     }
     host = HostCalls(share / "host", HostSide(service))
     try:

@@ -10,9 +10,18 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from livepatch.snap.snapctl import MESSAGE_MIN, Health, HealthStatus, Snapctl, health_code
+from livepatch.client.store import write_atomic
+from livepatch.snap.snapctl import (
+    MESSAGE_MIN,
+    Health,
+    HealthStatus,
+    Snapctl,
+    health_code,
+    shorten,
+)
 
 log = logging.getLogger(__name__)
 PLUG = re.compile(r"connect its ([a-z0-9-]+) plug")
@@ -103,24 +112,36 @@ class HealthReporter:
 
     snapd keeps the last health it was told (a check-health hook's verdict stays in
     `snap list` until someone reports another); the daemon reports the present, so
-    a plug connected after install turns the note back to okay by itself.
+    a plug connected after install turns the note back to okay by itself. The
+    verdict is also kept in `record` ($SNAP_DATA/health), which the check-health
+    hook (shell: snapd kills it after 30 s, which a Python start-up on a slow
+    machine can take) reports again.
     """
 
-    def __init__(self, set_health: Callable[[Health], None]) -> None:
+    def __init__(self, set_health: Callable[[Health], None], record: Path | None = None) -> None:
         self.set_health = set_health
+        self.record = record
         self.reported: Health | None = None
 
     def __call__(self, doc: Mapping[str, Any]) -> None:
         health = assess(doc)
         if health == self.reported:
             return
+        if self.record is not None:
+            write_atomic(self.record, record_text(health).encode())
         self.set_health(health)
         self.reported = health
         log.info("snap health: %s %s", health.status.value, health.message)
 
 
+def record_text(health: Health) -> str:
+    """Three lines for hooks/check-health: status, code, message (cut as snapd cuts it)."""
+    message = shorten(" ".join(health.message.split()))
+    return f"{health.status.value}\n{health.code}\n{message}\n"
+
+
 def daemon_reporter(environ: Mapping[str, str]) -> HealthReporter | None:
     """A reporter when running as the snap's daemon (SNAP set), else None."""
-    if not environ.get("SNAP") or not environ.get("SNAP_NAME"):
+    if not environ.get("SNAP") or not environ.get("SNAP_NAME") or not environ.get("SNAP_DATA"):
         return None
-    return HealthReporter(Snapctl().set_health)
+    return HealthReporter(Snapctl().set_health, Path(environ["SNAP_DATA"]) / "health")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from livepatch.snap.health import HealthReporter, assess, daemon_reporter
@@ -115,7 +117,9 @@ def test_the_daemon_reports_health_only_when_the_verdict_changes():
 
 def test_the_reporter_exists_only_inside_the_snap():
     assert daemon_reporter({}) is None
-    assert daemon_reporter({"SNAP": "/snap/livepatch/x1", "SNAP_NAME": "livepatch"}) is not None
+    inside = {"SNAP": "/snap/livepatch/x1", "SNAP_NAME": "livepatch", "SNAP_DATA": "/var/x1"}
+    reporter = daemon_reporter(inside)
+    assert reporter is not None and reporter.record == Path("/var/x1/health")
 
 
 @pytest.mark.parametrize(
@@ -132,3 +136,43 @@ def test_the_reporter_exists_only_inside_the_snap():
 def test_health_refuses_what_snapd_refuses(status, message, code):
     with pytest.raises(ValueError):
         Health(status, message, code)
+
+
+def test_the_check_health_hook_reports_the_daemons_recorded_verdict(tmp_path):
+    """hooks/check-health (shell) reports what the daemon recorded, or that it is starting."""
+    import json
+    import os
+    import subprocess
+
+    from tests.snap import STANDIN_SNAPCTL
+
+    hook = Path(__file__).resolve().parents[3] / "hooks" / "check-health"
+    env = {
+        **os.environ,
+        "SNAP_DATA": str(tmp_path),
+        "SNAPCTL_STATE": str(tmp_path / "snapctl.json"),
+        "PATH": f"{STANDIN_SNAPCTL.parent}:{os.environ['PATH']}",
+    }
+
+    def run() -> dict:
+        subprocess.run(["sh", str(hook)], env=env, check=True, capture_output=True)
+        return json.loads((tmp_path / "snapctl.json").read_text())["health"]
+
+    assert run() == {
+        "status": "waiting",
+        "message": "The daemon is starting; see: snap logs livepatch.livepatchd",
+        "code": "daemon-starting",
+    }
+    told: list[Health] = []
+    reporter = HealthReporter(told.append, tmp_path / "health")
+    reporter(doc(state="apply-failed", errors=[DENIED]))
+    assert (tmp_path / "health").read_text() == (
+        "blocked\naccess-denied\nMissing plug; run: snap connect livepatch:livepatch-sysfs\n"
+    )
+    assert run() == {
+        "status": "blocked",
+        "message": "Missing plug; run: snap connect livepatch:livepatch-sysfs",
+        "code": "access-denied",
+    }
+    reporter(doc())
+    assert run() == {"status": "okay", "message": "", "code": ""}
