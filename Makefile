@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint typecheck unit demo bench snap clean
+.PHONY: setup test lint typecheck unit demo bench snap snapd-check clean
 
 setup:
 	@bash .ci/setup
@@ -32,6 +32,12 @@ bench: setup
 # last line printed is the .snap's path.
 snap: setup
 	@$(PY) -m livepatch.snap.build
+
+# Only the real-snapd tests: the .snap installed, confined, refreshed, reverted and
+# removed by snapd in the snapd test machine (tests/snapd; its image is built and
+# cached under ~/.cache/livepatch/snapd-vm when missing). One boot for the suite.
+snapd-check: setup
+	$(PY) -m pytest -p no:cacheprovider --durations=10 tests/snapd
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -344,9 +344,16 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from livepatch import motd
     from livepatch.client import commands
     from livepatch.client.daemon import Daemon, default_bus
+    from livepatch.snap.health import daemon_reporter
 
     commands.require_root("daemon")
-    daemon = Daemon(_runtime(), bus=default_bus(), motd=motd.fragment_path(), isolate=True)
+    daemon = Daemon(
+        _runtime(),
+        bus=default_bus(),
+        motd=motd.fragment_path(),
+        isolate=True,
+        on_status=daemon_reporter(os.environ),
+    )
     asyncio.run(daemon.run())
     return 0
 

@@ -31,7 +31,16 @@ MOTD_SCRIPT = REPO / "interfaces" / "update-motd" / "91-livepatch"
 """Installed on the host (/etc/update-motd.d) next to the snap; the snap does not ship it."""
 SNAP_LIBRARY_PATH = "/var/lib/snapd/lib/gl:/var/lib/snapd/lib/gl32:/var/lib/snapd/void"
 """What snapd sets for every app (cmd/snap-exec, snap/snapenv)."""
-STANDIN_SNAPCTL = REPO / "tests" / "snap" / "standin"
+STANDIN_SNAPCTL = REPO / "tests" / "demo" / "standin"
+"""The demo's fast path runs hooks without snapd: a stand-in snapctl (README there)."""
+CORE24_PYTHON = "/root/.pyenv/versions/3.12.1/bin/python3.12"
+BASE_PYTHON_SETUP = (
+    # The snap links bin/python3 to core24's /usr/bin/python3.12; the demo VM shares
+    # the host's /usr (Debian 12: 3.11), so an overlay on /usr/bin adds the link.
+    "if [ ! -e /usr/bin/python3.12 ]; then modprobe overlay; mkdir -p /run/core24/u "
+    "/run/core24/w; mount -t overlay overlay -o lowerdir=/usr/bin,upperdir=/run/core24/u,"
+    f"workdir=/run/core24/w /usr/bin; ln -s {CORE24_PYTHON} /usr/bin/python3.12; fi"
+)
 
 
 class ClientError(Exception):
@@ -143,7 +152,7 @@ def snap_client(snap: Path, revision: str = "x1") -> Client:
     setup = (
         "set -e; modprobe squashfs; modprobe loop; "
         f"mkdir -p {mount} {data} {common}; "
-        f"mount -t squashfs -o ro,nodev,loop {snap} {mount}"
+        f"mount -t squashfs -o ro,nodev,loop {snap} {mount}; " + BASE_PYTHON_SETUP
     )
     listing = subprocess.run(
         ["unsquashfs", "-l", str(snap), "meta/hooks"], capture_output=True, text=True, check=False

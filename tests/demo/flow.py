@@ -312,12 +312,19 @@ def parse_signals(text: str) -> list[tuple[str, list[str]]]:
 
 # -- the steps -------------------------------------------------------------------
 
+WITHOUT_SNAPD = (
+    "(the VM runs the snap's files without snapd: booting the real snapd and installing "
+    "the snap take 4-6 min under TCG, over the demo's 5-minute budget; "
+    "make snapd-check runs the real one)"
+)
+
 
 def build_client(demo: Demo) -> Client:
     snap, said = build_snap()
     demo.narrator.say(f"$ make snap   # {snap.relative_to(REPO)}")
     if said:
         demo.narrator.say(said)
+    demo.narrator.say(WITHOUT_SNAPD)
     return snap_client(snap)
 
 

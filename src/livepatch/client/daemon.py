@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from livepatch.client import commands, transitions
+from livepatch.client.blocked import blocked_document
 from livepatch.client.checkin import CheckIn, Outcome, Runtime, error_record
 from livepatch.client.config import DEFAULT_CHECK_INTERVAL
 from livepatch.client.config import load as load_config
@@ -31,6 +32,7 @@ from livepatch.client.sdnotify import notify
 from livepatch.client.state import CheckState, State, StateFile
 from livepatch.client.store import clean_temporaries, locked
 from livepatch.errors import LivepatchError
+from livepatch.kernel.errors import AccessDenied
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,12 @@ class Daemon:
         draw: Callable[[], float] = random.random,
         motd: Path | None = None,
         isolate: bool = False,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         """`motd`: where to keep the login-message fragment (None: write none).
         `isolate`: run each check-in in a forked child (see ``isolation``), so the
-        modules it imports never stay in the daemon."""
+        modules it imports never stay in the daemon.
+        `on_status`: told every new status document (the snap reports its health)."""
         self.rt = runtime
         self.motd = motd
         self.isolate = isolate
@@ -98,6 +102,8 @@ class Daemon:
         self._check_lock = asyncio.Lock()
         self._doc: dict[str, Any] = {}
         self.checks = 0
+        self.on_status = on_status
+        self._denied: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -108,9 +114,7 @@ class Daemon:
             paths.daemon_lock.write_text(f"{os.getpid()}\n")
             for leftover in clean_temporaries(paths.root):
                 log.info("removed %s left by an interrupted write", leftover.name)
-            await asyncio.to_thread(self.checkin.reconcile)
-            self._doc = await asyncio.to_thread(commands.status, self.rt)
-            self._write_motd()
+            await self._view()
             server = await self._serve_control()
             await self._start_bus()
             loop = asyncio.get_running_loop()
@@ -224,14 +228,46 @@ class Daemon:
             log.error("%s", error)
             return DEFAULT_CHECK_INTERVAL
 
+    async def _view(self) -> None:
+        """Square the state with the kernel and rebuild the status document.
+
+        A kernel file the confinement denies (a plug not connected yet) leaves the
+        daemon up and blocked: it says so once, answers with a document whose error
+        names the plug, and tries again on `reload` (the connect-plug hooks send it)
+        and on every timer."""
+        try:
+            await asyncio.to_thread(self.checkin.reconcile)
+            self._doc = await asyncio.to_thread(commands.status, self.rt)
+        except AccessDenied as error:
+            if self._denied != str(error):
+                log.error("%s", error)
+            self._denied = str(error)
+            self._doc = blocked_document(self.rt.paths.state, error, daemon_running=True)
+        else:
+            if self._denied is not None:
+                log.info("kernel files readable again: no longer blocked")
+            self._denied = None
+        self._write_motd()
+        self._status_changed()
+
+    def _status_changed(self) -> None:
+        if self.on_status is not None:
+            try:
+                self.on_status(self._doc)
+            except Exception as error:  # a report channel is never a reason to stop
+                log.warning("status report failed: %s", error)
+
     def _publish(self, outcome: Outcome) -> None:
         try:
             self._doc = commands.status(self.rt)
+        except AccessDenied as error:
+            self._doc = blocked_document(self.rt.paths.state, error, daemon_running=True)
         except LivepatchError as error:
             log.error("cannot build the status document: %s", error)
             return
         notify("STATUS=" + self._summary())
         self._write_motd()
+        self._status_changed()
         if self.bus is None:
             return
         try:
@@ -296,8 +332,7 @@ class Daemon:
                 answer["error"] = vars(error_record(outcome.error))
             return answer
         if command == "reload":
-            self._doc = await asyncio.to_thread(commands.status, self.rt)
-            self._write_motd()
+            await self._view()
             self._wake.set()
             if self.bus is not None:
                 self.bus.status_changed(self._doc)

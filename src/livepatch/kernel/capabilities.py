@@ -124,7 +124,7 @@ def _guard(name: str, relative: str, check: Callable[[], Check]) -> Check:
             name,
             None,
             f"Cannot read /{relative} (permission denied); run as root, or, inside the "
-            f"snap, connect the {denied.interface} interface.",
+            f"snap, connect its {denied.interface} plug.",
             interface=denied.interface,
         )
 
@@ -219,8 +219,8 @@ def _check_cap(files: KernelFiles) -> Check:
     return Check(
         "cap_sys_module",
         False,
-        "This process lacks CAP_SYS_MODULE; run as root, or, inside the snap, connect the "
-        "kernel-module-control interface.",
+        "This process lacks CAP_SYS_MODULE; run as root, or, inside the snap, connect its "
+        "kernel-module-control plug.",
         "no",
         interface="kernel-module-control",
     )

@@ -43,7 +43,7 @@ class AccessDenied(KernelError):
     def __init__(self, path: Path, interface: str, *, errno: int) -> None:
         super().__init__(
             f"Permission to access {path} was denied; run as root, or, inside the snap, "
-            f"connect the {interface} interface that grants it.",
+            f"connect its {interface} plug (sudo snap connect livepatch:{interface}).",
             errno=errno,
         )
         self.path = path

@@ -14,20 +14,24 @@ from livepatch.kernel.errors import AccessDenied
 
 DENIED = (errno.EACCES, errno.EPERM)
 
-# Which snap interface grants access to a path (relative to the root), by prefix;
-# anything else (/sys/kernel/livepatch, the sysctls, /sys/kernel/notes) is only
-# reachable through a system-files plug. See /work/shared/SNAP.md.
-SYSTEM_FILES = "system-files"
+# Which of the snap's plugs grants access to a path (relative to the root), by
+# prefix (snap/snapcraft.yaml; facts in /work/shared/SNAP.md): the system-files
+# plugs livepatch-sysfs and kernel-state, kernel-module-control (/sys/module),
+# hardware-observe (efivars), system-observe (/proc/PID).
+SYSTEM_FILES = "livepatch-sysfs"
 _INTERFACES = (
+    ("sys/kernel/livepatch", "livepatch-sysfs"),
+    ("proc/sys/kernel/", "kernel-state"),
+    ("sys/kernel/notes", "kernel-state"),
+    ("sys/kernel/security/", "kernel-state"),
     ("sys/firmware/", "hardware-observe"),
-    ("sys/module/", "kernel-module-observe"),
-    ("proc/sys/", SYSTEM_FILES),
+    ("sys/module/", "kernel-module-control"),
     ("proc/", "system-observe"),
 )
 
 
 def interface_for(relative: str) -> str:
-    """The snap interface that grants access to `relative` (a path under the root)."""
+    """The snap plug that grants access to `relative` (a path under the root)."""
     for prefix, interface in _INTERFACES:
         if relative.startswith(prefix):
             return interface

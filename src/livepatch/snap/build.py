@@ -18,14 +18,22 @@ read from craft-parts and snapcraft:
   (LD_LIBRARY_PATH and PATH), apps and hooks as declared.
 - ``snap pack PRIME DIR`` from Debian's snapd, which validates snap.yaml.
 
-The one difference: core24 carries Python 3.12 and snapcraft links
-bin/python3 to /usr/bin/python3.12; this host is Debian 12 with Python 3.11
-and no core24 to run against. So here the venv is made with the host's
-python3 and bin/python3 points at the host's interpreter (/usr/bin/python3.11),
-and site-packages is lib/python3.11. The unpacked tree then runs on this host
-(and in the VM, which shares the host's userspace) the way it runs on core24;
-the .snap made here is for these checks, not for publishing: publish what
-``snapcraft pack`` makes.
+core24's interpreter: core24 carries CPython 3.12 at /usr/bin/python3.12, and
+snapcraft's python plugin on core24 makes the venv with the build base's python3
+and points bin/python3 at /usr/bin/python3.12, so the packages land in
+lib/python3.12/site-packages. This host is Debian 12 (Python 3.11), so the venv
+is made with a CPython 3.12 found here (``CORE24_PYTHON_CANDIDATES``: pyenv's
+3.12.1 on these machines) and then laid out as on core24: bin/python3 ->
+/usr/bin/python3.12, bin/python -> /usr/bin/python3, pyvenv.cfg's ``home`` =
+/usr/bin. Without a CPython 3.12 the build stops and says which one it needs.
+The .snap then runs on core24 (and on the test machine's local core24 base,
+which carries the same CPython at /usr/bin/python3.12: tests/snapd/image.py).
+
+Why this is still hand-written and not craft-parts: craft-parts' lifecycle
+installs the plugin's build packages with apt (python3-dev, python3-venv)
+and runs the parts in a build environment of the base; here the steps are the
+ten lines of its python plugin (craft_parts/plugins/base.py
+``get_build_commands``) around pip, with the interpreter substituted.
 
 The build is cached: a digest of every input (snap/, hooks/, interfaces/,
 src/, pyproject.toml, README.md, the interpreter) is kept next to the .snap,
@@ -58,6 +66,13 @@ INPUTS = ("pyproject.toml", "README.md", "snap", "hooks", "interfaces", "src")
 SKIPPED = ("__pycache__", "*.pyc", "*.egg-info", ".mypy_cache", ".ruff_cache")
 SNAP_PATH = "$SNAP/usr/sbin:$SNAP/usr/bin:$SNAP/sbin:$SNAP/bin:$PATH"
 TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+BASE_PYTHON = {"core24": "3.12", "core22": "3.10"}
+"""The CPython each base carries at /usr/bin/python3.X (snapcraft links bin/python3 to it)."""
+CORE24_PYTHON_CANDIDATES = (
+    Path("/usr/bin/python3.12"),
+    Path("/usr/local/bin/python3.12"),
+    Path("/root/.pyenv/versions/3.12.1/bin/python3.12"),
+)
 SCRIPT_INTERPRETER = "#!/usr/bin/env python3"
 
 # snap.yaml keys in the order snapcraft writes them (SnapMetadata's fields).
@@ -315,16 +330,60 @@ def build_python_part(
     _say("python part: the package")
     _run([*pip, "-U", "."], cwd=build, env=env)
     _fix_shebangs(install)
-    interpreter = install / "bin" / "python3"
-    target = Path(os.path.realpath(python))  # core24: /usr/bin/python3.12; here the host's
-    interpreter.unlink()
-    interpreter.symlink_to(target)
+    minor = _python_minor(python)
     version = _run(
-        [str(interpreter), "-c", "import livepatch; print(livepatch.__version__)"], env=env
+        [str(install / "bin" / "python3"), "-c", "import livepatch; print(livepatch.__version__)"],
+        env=env,
     ).strip()
+    lay_out_for_base(install, minor)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.+~-]{0,31}", version):
         raise BuildError(f"The package's version {version!r} is not a valid snap version.")
     return version
+
+
+def _python_minor(python: Path) -> str:
+    return _run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).strip()
+
+
+def lay_out_for_base(install: Path, minor: str) -> None:
+    """The venv as snapcraft leaves it on a base whose interpreter is /usr/bin/python`minor`:
+    bin/python3 -> /usr/bin/python3.X, bin/python -> /usr/bin/python3, pyvenv.cfg's home
+    /usr/bin (the venv was made here by an interpreter elsewhere)."""
+    binary = install / "bin"
+    for name, target in (("python3", f"/usr/bin/python{minor}"), ("python", "/usr/bin/python3")):
+        (binary / name).unlink(missing_ok=True)
+        (binary / name).symlink_to(target)
+    versioned = binary / f"python{minor}"
+    versioned.unlink(missing_ok=True)
+    versioned.symlink_to("python3")
+    config = install / "pyvenv.cfg"
+    lines = []
+    for line in config.read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key == "home":
+            line = "home = /usr/bin"
+        elif key == "executable":
+            line = f"executable = /usr/bin/python{minor}"
+        elif key == "command":
+            continue  # names the build machine's paths
+        lines.append(line)
+    config.write_text("\n".join(lines) + "\n")
+
+
+def base_python(project: Mapping[str, Any], candidates: Sequence[Path]) -> Path:
+    """A CPython of the version the project's base carries, or a BuildError naming it."""
+    base = str(project.get("base", "core24"))
+    wanted = BASE_PYTHON.get(base)
+    if wanted is None:
+        raise BuildError(f"`make snap` does not know which Python {base} carries.")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise BuildError(
+        f"{base} runs the snap with CPython {wanted} (/usr/bin/python{wanted}), and no CPython "
+        f"{wanted} was found here (looked for {', '.join(map(str, candidates))}); install one "
+        f"(e.g. `pyenv install {wanted}`) or pass --python."
+    )
 
 
 def _fix_shebangs(install: Path) -> None:
@@ -474,10 +533,10 @@ def _exclusive(path: Path) -> Iterator[None]:
         yield
 
 
-def build(
-    repo: Path, work: Path, *, python: Path = Path("/usr/bin/python3"), force: bool = False
-) -> Built:
+def build(repo: Path, work: Path, *, python: Path | None = None, force: bool = False) -> Built:
     started = time.monotonic()
+    if python is None:
+        python = base_python(load_project(repo), CORE24_PYTHON_CANDIDATES)
     with _exclusive(work / ".lock"):
         digest = input_digest(repo, python)
         stamp = work / "inputs.sha256"
@@ -504,7 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository root")
     parser.add_argument("--out", type=Path, help="the build directory (default REPO/build/snap)")
-    parser.add_argument("--python", type=Path, default=Path("/usr/bin/python3"))
+    parser.add_argument(
+        "--python", type=Path, help="the CPython the base carries (default: found here)"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     args = parser.parse_args(argv)
     repo = args.repo.resolve()

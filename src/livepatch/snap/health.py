@@ -7,10 +7,24 @@ characters so nothing important is cut.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from livepatch.snap.snapctl import MESSAGE_MIN, Health, HealthStatus, health_code
+from livepatch.client.store import write_atomic
+from livepatch.snap.snapctl import (
+    MESSAGE_MIN,
+    Health,
+    HealthStatus,
+    Snapctl,
+    health_code,
+    shorten,
+)
+
+log = logging.getLogger(__name__)
+PLUG = re.compile(r"connect its ([a-z0-9-]+) plug")
 
 NOT_ANSWERING = Health(
     HealthStatus.ERROR,
@@ -60,6 +74,14 @@ def assess(doc: Mapping[str, Any] | None) -> Health:
     """The health to report for status document `doc` (None: the daemon did not answer)."""
     if doc is None:
         return NOT_ANSWERING
+    code, message = _error(doc)
+    plug = PLUG.search(message) if code == "access-denied" else None
+    if plug:  # before anything else: without the plug nothing else can work
+        return Health(
+            HealthStatus.BLOCKED,
+            f"Missing plug; run: snap connect livepatch:{plug.group(1)}",
+            "access-denied",
+        )
     if not doc.get("Enrolled"):
         return NOT_ENABLED
     entry = _first(doc.get("Status"))
@@ -67,7 +89,6 @@ def assess(doc: Mapping[str, Any] | None) -> Health:
     livepatch: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     state = str(livepatch.get("State") or "")
     check = str(livepatch.get("CheckState") or "")
-    code, message = _error(doc)
     if code in BLOCKING and message:
         text = _long_enough(message, "Blocked by the kernel; see: livepatch status")
         return Health(HealthStatus.BLOCKED, text, health_code(code))
@@ -84,3 +105,43 @@ def assess(doc: Mapping[str, Any] | None) -> Health:
             "kernel-upgrade-required",
         )
     return Health(HealthStatus.OKAY)
+
+
+class HealthReporter:
+    """The daemon's own `snapctl set-health`, whenever its status changes the verdict.
+
+    snapd keeps the last health it was told (a check-health hook's verdict stays in
+    `snap list` until someone reports another); the daemon reports the present, so
+    a plug connected after install turns the note back to okay by itself. The
+    verdict is also kept in `record` ($SNAP_DATA/health), which the check-health
+    hook (shell: snapd kills it after 30 s, which a Python start-up on a slow
+    machine can take) reports again.
+    """
+
+    def __init__(self, set_health: Callable[[Health], None], record: Path | None = None) -> None:
+        self.set_health = set_health
+        self.record = record
+        self.reported: Health | None = None
+
+    def __call__(self, doc: Mapping[str, Any]) -> None:
+        health = assess(doc)
+        if health == self.reported:
+            return
+        if self.record is not None:
+            write_atomic(self.record, record_text(health).encode())
+        self.set_health(health)
+        self.reported = health
+        log.info("snap health: %s %s", health.status.value, health.message)
+
+
+def record_text(health: Health) -> str:
+    """Three lines for hooks/check-health: status, code, message (cut as snapd cuts it)."""
+    message = shorten(" ".join(health.message.split()))
+    return f"{health.status.value}\n{health.code}\n{message}\n"
+
+
+def daemon_reporter(environ: Mapping[str, str]) -> HealthReporter | None:
+    """A reporter when running as the snap's daemon (SNAP set), else None."""
+    if not environ.get("SNAP") or not environ.get("SNAP_NAME") or not environ.get("SNAP_DATA"):
+        return None
+    return HealthReporter(Snapctl().set_health, Path(environ["SNAP_DATA"]) / "health")

@@ -42,7 +42,7 @@ from livepatch.client.ports import KernelPort
 from livepatch.client.state import StateFile
 from livepatch.client.store import is_locked, write_atomic
 from livepatch.errors import LivepatchError
-from livepatch.snap import selftest
+from livepatch.snap import plughooks, selftest
 from livepatch.snap.environment import SnapEnvironment
 from livepatch.snap.health import assess
 from livepatch.snap.snapctl import Health, Snapctl
@@ -52,8 +52,11 @@ log = logging.getLogger("livepatch.snap")
 MANAGED = "snap-config.json"
 """In $SNAP_DATA: the keys last applied from ``snap set`` (so ``snap unset`` resets them)."""
 JOURNAL_LINES = 500
-HEALTH_WAIT = 20.0
-"""check-health runs right after the services start: how long to wait for the daemon."""
+HEALTH_WAIT = 8.0
+"""check-health runs right after the services start: how long to wait for the daemon.
+snapd kills the hook after 30 s (and then fails the install), and on a slow machine the
+interpreter's start-up takes part of that. A daemon that comes up later reports its
+health itself (livepatch.snap.health.HealthReporter)."""
 
 
 class HookFailed(LivepatchError):
@@ -224,7 +227,10 @@ class DaemonQuery:
         deadline = self.clock() + self.wait
         while True:
             try:
-                answer = self.ask(paths.control, "status", timeout=10.0)
+                # reload first: the verdict is about now (a plug may have gone since the
+                # daemon last looked), not about the daemon's last check-in
+                self.ask(paths.control, "reload", timeout=5.0)
+                answer = self.ask(paths.control, "status", timeout=5.0)
             except control.DaemonNotRunning:
                 if self.clock() >= deadline:
                     return None
@@ -315,7 +321,15 @@ class Dependencies:
         return default_runtime({"SNAP_DATA": str(env.data)})
 
 
-HOOKS = ("install", "configure", "pre-refresh", "post-refresh", "check-health", "remove")
+HOOKS = (
+    "install",
+    "configure",
+    "pre-refresh",
+    "post-refresh",
+    "check-health",
+    "remove",
+    *plughooks.HOOKS,
+)
 
 
 def run_hook(
@@ -346,7 +360,11 @@ def run_hook(
     if name == "check-health":
         health = check_health(env, deps.snapctl, deps.query)
         return f"health {health.status}" + (f": {health.message}" if health.message else "")
+    if name in plughooks.HOOKS:
+        return plughooks.run(name, env.snap, env.paths)
     if name == "remove":
+        with contextlib.suppress(OSError):  # snapd's disconnect hook may have done it
+            log.info("%s", plughooks.remove_motd())
         lines = remove(deps.runtime_for(env))
         for line in lines[:-1]:
             log.info("%s", line)

@@ -88,3 +88,34 @@ unload_sample_patch() {
     fi
     rmmod livepatch_cmdline_v1 2>/dev/null || true
 }
+
+# The project's own snapd test machine (tests/snapd/spread.py) runs the patch
+# service on its host, reached over qemu's network; these replace the functions
+# above, sending the service's side to the host through the shared directory.
+if [ -n "${LIVEPATCH_HOST_CALLS:-}" ]; then
+    SERVICE_URL=$LIVEPATCH_HOST_SERVICE_URL
+
+    # host_call ARG...: run ARGs on the host (tests/snapd/spread.py HostCalls); its output.
+    host_call() {
+        local id rc
+        id="$(date +%s%N)-$$-$RANDOM"
+        printf '%s\0' "$@" > "$LIVEPATCH_HOST_CALLS/$id.tmp"
+        mv "$LIVEPATCH_HOST_CALLS/$id.tmp" "$LIVEPATCH_HOST_CALLS/$id.req"
+        for _ in $(seq 1200); do
+            [ -e "$LIVEPATCH_HOST_CALLS/$id.rc" ] && break
+            sleep 0.25
+        done
+        cat "$LIVEPATCH_HOST_CALLS/$id.out"
+        rc=$(cat "$LIVEPATCH_HOST_CALLS/$id.rc")
+        rm -f "$LIVEPATCH_HOST_CALLS/$id".*
+        return "$rc"
+    }
+    service_start() { :; }
+    service_stop() { :; }
+    admin() { host_call admin "$@"; }
+    kernel_key() { host_call kernel-key; }
+    publish_sample_patch() { host_call publish-sample; }
+    configure_snap_for_service() {
+        snap set livepatch remote-server="$SERVICE_URL" ca-certs="$(cat "$LIVEPATCH_HOST_CA")"
+    }
+fi

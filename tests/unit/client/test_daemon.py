@@ -300,3 +300,41 @@ def test_a_non_retryable_failure_schedules_the_next_check_at_the_interval(world)
     state = states.load()
     assert state.errors[0].code == "metadata-rejected" and state.failures == 0
     assert 3500 < (state.next_check - datetime.now(UTC)).total_seconds() <= 3600
+
+
+def test_a_denied_kernel_file_leaves_the_daemon_up_blocked_until_reload(world, monkeypatch):
+    """Strict confinement before `snap connect`: the daemon stays up, its status names the
+    plug, and a reload (the connect-plug hook's) picks the connection up."""
+    from pathlib import Path
+
+    from livepatch.kernel.errors import AccessDenied
+
+    rt = real_time(world)
+    real_identity = world.kernel.identity
+    denied = AccessDenied(Path("/proc/sys/kernel/arch"), "kernel-state", errno=13)
+
+    def refuse():
+        raise denied
+
+    monkeypatch.setattr(world.kernel, "identity", refuse)
+    reported: list[dict] = []
+
+    async def scenario() -> tuple[dict, dict]:
+        daemon = Daemon(rt, on_status=reported.append)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: rt.paths.control.exists())
+        blocked = await asyncio.to_thread(control.request, rt.paths.control, "status")
+        monkeypatch.setattr(world.kernel, "identity", real_identity)
+        await asyncio.to_thread(control.request, rt.paths.control, "reload")
+        after = await asyncio.to_thread(control.request, rt.paths.control, "status")
+        daemon.stop()
+        await task
+        return blocked, after
+
+    blocked, after = asyncio.run(scenario())
+    assert blocked["status"]["Errors"] == [{"code": "access-denied", "message": str(denied)}]
+    assert "connect its kernel-state plug" in str(denied)
+    assert blocked["status"]["Daemon-Running"] is True
+    assert after["status"]["Errors"] == [] and after["status"]["Status"]
+    assert [doc["Errors"] for doc in reported][:1] == [blocked["status"]["Errors"]]
+    assert reported[-1]["Errors"] == []

@@ -119,15 +119,15 @@ def test_permission_denied_names_the_snap_interface(
     )
     caps = read_capabilities(kernel.root)
     assert [(check.name, check.interface) for check in caps.unknown()] == [
-        ("modules_disabled", "system-files"),
-        ("lockdown", "system-files"),
-        ("sig_enforce", "kernel-module-observe"),
+        ("modules_disabled", "kernel-state"),
+        ("lockdown", "kernel-state"),
+        ("sig_enforce", "kernel-module-control"),
         ("secure_boot", "hardware-observe"),
-        ("taint", "system-files"),
+        ("taint", "kernel-state"),
     ]
     assert caps.modules_disabled.reason == (
         "Cannot read /proc/sys/kernel/modules_disabled (permission denied); run as root, "
-        "or, inside the snap, connect the system-files interface."
+        "or, inside the snap, connect its kernel-state plug."
     )
     assert caps.blockers() == []
 

@@ -348,7 +348,7 @@ def test_write_denied_names_the_interface(
     monkeypatch.setattr(Path, "open", refuse)
     with pytest.raises(AccessDenied) as raised:
         driver.disable("lp_one", timeout=5)
-    assert raised.value.interface == "system-files"
+    assert raised.value.interface == "livepatch-sysfs"
     assert "sys/kernel/livepatch/lp_one/enabled" in str(raised.value)
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the hook logic: a snap environment in tmp_path and the stand-in snapctl.
 
-The stand-in (tests/snap/standin/snapctl) is a real executable with snapd's
+The stand-in (tests/demo/standin/snapctl) is a real executable with snapd's
 rules; hooks call it through ``Snapctl`` exactly as they call snapd's.
 """
 

@@ -1,6 +1,6 @@
 """The build's pure parts: snap.yaml from snapcraft.yaml, filters, dump parts, wrappers, cache key.
 
-The whole build (pip, snap pack, unsquashfs, running the result) is tests/snap.
+The whole build checked against core24 is tests/snap; installed by the real snapd: tests/snapd.
 """
 
 from __future__ import annotations

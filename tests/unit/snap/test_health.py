@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from livepatch.snap.health import assess
+from livepatch.snap.health import HealthReporter, assess, daemon_reporter
 from livepatch.snap.snapctl import Health, HealthStatus, Snapctl
 from tests.snap import STANDIN_SNAPCTL
 
@@ -22,7 +24,7 @@ def doc(state="applied", check="checked", errors=(), enrolled=True):
 DENIED = (
     "access-denied",
     "Permission to access /sys/kernel/livepatch was denied; run as root, or, inside the "
-    "snap, connect the system-files interface that grants it.",
+    "snap, connect its livepatch-sysfs plug (sudo snap connect livepatch:livepatch-sysfs).",
 )
 
 CASES = [
@@ -67,10 +69,57 @@ def test_snapd_accepts_every_health_we_report(document, status, code, tmp_path, 
 
 
 def test_a_long_message_is_cut_to_seventy_characters_like_snapd_cuts_it():
-    health = assess(doc(state="apply-failed", errors=[DENIED]))
-    argv = health.argv()
+    long = ("apply-failed", "The kernel refused the module: " + "x" * 80)
+    argv = assess(doc(state="apply-failed", errors=[long])).argv()
     assert len(argv[2]) == 70 and argv[2].endswith("…")
-    assert argv[2].startswith("Permission to access /sys/kernel/livepatch was denied")
+    assert argv[2].startswith("The kernel refused the module: xxx")
+
+
+def test_a_denied_file_names_the_plug_to_connect_within_seventy_characters():
+    health = assess(doc(state="apply-failed", errors=[DENIED]))
+    assert health.argv() == [
+        "set-health",
+        "blocked",
+        "Missing plug; run: snap connect livepatch:livepatch-sysfs",
+        "--code=access-denied",
+    ]
+
+
+def test_a_denied_file_blocks_before_enrolment_is_even_known():
+    """The daemon's blocked document (livepatch.client.blocked): nothing enrolled yet."""
+    denied = {
+        "Enrolled": False,
+        "Status": [],
+        "Errors": [
+            {
+                "code": "access-denied",
+                "message": "Permission to access /proc/sys/kernel/arch was denied; run as "
+                "root, or, inside the snap, connect its kernel-state plug (sudo snap "
+                "connect livepatch:kernel-state).",
+            }
+        ],
+    }
+    health = assess(denied)
+    assert health.status is HealthStatus.BLOCKED
+    assert health.message == "Missing plug; run: snap connect livepatch:kernel-state"
+
+
+def test_the_daemon_reports_health_only_when_the_verdict_changes():
+    told: list[Health] = []
+    reporter = HealthReporter(told.append)
+    blocked = doc(state="apply-failed", errors=[DENIED])
+    reporter(blocked)
+    reporter(blocked)
+    reporter(doc())
+    reporter(doc())
+    assert [h.status for h in told] == [HealthStatus.BLOCKED, HealthStatus.OKAY]
+
+
+def test_the_reporter_exists_only_inside_the_snap():
+    assert daemon_reporter({}) is None
+    inside = {"SNAP": "/snap/livepatch/x1", "SNAP_NAME": "livepatch", "SNAP_DATA": "/var/x1"}
+    reporter = daemon_reporter(inside)
+    assert reporter is not None and reporter.record == Path("/var/x1/health")
 
 
 @pytest.mark.parametrize(
@@ -87,3 +136,43 @@ def test_a_long_message_is_cut_to_seventy_characters_like_snapd_cuts_it():
 def test_health_refuses_what_snapd_refuses(status, message, code):
     with pytest.raises(ValueError):
         Health(status, message, code)
+
+
+def test_the_check_health_hook_reports_the_daemons_recorded_verdict(tmp_path):
+    """hooks/check-health (shell) reports what the daemon recorded, or that it is starting."""
+    import json
+    import os
+    import subprocess
+
+    from tests.snap import STANDIN_SNAPCTL
+
+    hook = Path(__file__).resolve().parents[3] / "hooks" / "check-health"
+    env = {
+        **os.environ,
+        "SNAP_DATA": str(tmp_path),
+        "SNAPCTL_STATE": str(tmp_path / "snapctl.json"),
+        "PATH": f"{STANDIN_SNAPCTL.parent}:{os.environ['PATH']}",
+    }
+
+    def run() -> dict:
+        subprocess.run(["sh", str(hook)], env=env, check=True, capture_output=True)
+        return json.loads((tmp_path / "snapctl.json").read_text())["health"]
+
+    assert run() == {
+        "status": "waiting",
+        "message": "The daemon is starting; see: snap logs livepatch.livepatchd",
+        "code": "daemon-starting",
+    }
+    told: list[Health] = []
+    reporter = HealthReporter(told.append, tmp_path / "health")
+    reporter(doc(state="apply-failed", errors=[DENIED]))
+    assert (tmp_path / "health").read_text() == (
+        "blocked\naccess-denied\nMissing plug; run: snap connect livepatch:livepatch-sysfs\n"
+    )
+    assert run() == {
+        "status": "blocked",
+        "message": "Missing plug; run: snap connect livepatch:livepatch-sysfs",
+        "code": "access-denied",
+    }
+    reporter(doc())
+    assert run() == {"status": "okay", "message": "", "code": ""}

@@ -155,7 +155,10 @@ def query(answers: list) -> hooks.DaemonQuery:
     clock = [0.0]
 
     def ask(path, command, timeout):
-        assert command == "status"
+        """`reload` (the verdict is about now) is answered ok, or fails as the daemon would."""
+        assert command in ("reload", "status")
+        if command == "reload" and not isinstance(answers[0], Exception):
+            return {"ok": True}
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer

@@ -43,7 +43,15 @@ def test_the_project_declares_backends_and_the_suite():
 
 def test_the_tasks_cover_the_snap_lifecycle():
     names = {task.parent.name for task in TASKS}
-    assert names == {"install", "configure", "enable", "refresh-revert", "remove"}
+    assert names == {
+        "install",
+        "configure",
+        "enable",
+        "confinement",
+        "motd",
+        "refresh-revert",
+        "remove",
+    }
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda p: p.parent.name)
