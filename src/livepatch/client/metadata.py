@@ -27,7 +27,7 @@ from livepatch.client.errors import (
     SignatureFailure,
     TlsFailure,
 )
-from livepatch.client.patches import Cve, PatchInfo
+from livepatch.client.patches import Cve, PatchInfo, Revocation
 from livepatch.client.paths import Paths
 from livepatch.client.state import Credential
 from livepatch.rollout import RolloutState, Stage
@@ -72,6 +72,10 @@ def to_info(target: PatchTarget) -> PatchInfo:
         description=target.description,
         cves=tuple(Cve(c.id, c.severity, c.description) for c in target.cves),
         rollout=RolloutState(stage, float(target.rollout.percentage), target.rollout.halted),
+        revoked=None
+        if target.revoked is None
+        else Revocation(target.revoked.reason, target.revoked.at.isoformat()),
+        preflight=None if target.preflight is None else target.preflight.result.value,
     )
 
 

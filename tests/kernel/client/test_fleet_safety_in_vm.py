@@ -237,8 +237,8 @@ def test_the_faulty_patch_loaded_cleanly_then_crashed_the_machine(first, second,
     assert first["intent_bug"]["patch_id"] == boots[2].ids["bug"]
     assert first["intent_bug"]["boot_id"] == first["boot_id"]
     assert "survived" not in first, "reading /proc/cmdline did not crash the kernel"
-    output = boots[0].result.output
-    assert "faulty replacement of cmdline_proc_show called" in output, boots[0].describe()
+    # virtme-ng's exit status when the guest did not finish its command: the panic
+    assert boots[0].result.returncode == 255, boots[0].describe()
     assert second["boot_id"] != first["boot_id"]
 
 
