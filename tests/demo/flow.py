@@ -288,6 +288,7 @@ def policy_toml() -> str:
         "[limits]\n"
         "# The whole simulated fleet enrols and reports from this one address.\n"
         "enrol_per_address = {per_second = 1000.0, burst = 1000}\n"
+        "report_per_address = {per_second = 1000.0, burst = 1000}\n"
     )
 
 

@@ -20,15 +20,17 @@ stop counting.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 
 from livepatch.rollout import RolloutState, Stage, Tier, admits
 from livepatch.server import secrets
@@ -135,23 +137,58 @@ def refusal(reporter: Reporter, patch: PatchFacts, outcome: Outcome) -> ReportRe
     return None
 
 
+# Built once: reports are the hot write path, and building a statement costs
+# more than running it.
+_REPORTER = (
+    select(
+        Machine.machine_id,
+        Machine.credential_digest,
+        Machine.credential_expires,
+        Machine.tier,
+        Machine.kernel,
+        Machine.token_id,
+        Machine.duplicate,
+        Token.revoked,
+    )
+    .join(Token, Token.id == Machine.token_id)
+    .where(Machine.credential_digest == bindparam("digest"))
+)
+_PATCH = select(Patch.kernels, Patch.stage, Patch.percentage).where(
+    Patch.patch_id == bindparam("patch_id")
+)
+_COLUMNS = (
+    "machine_id",
+    "patch_id",
+    "stage",
+    "kernel",
+    "result",
+    "errno",
+    "reason",
+    "duration_ms",
+    "taint",
+    "received",
+    "health",
+    "evidence",
+    "token_id",
+)
+
+
+@functools.cache
+def _upsert(dialect: str) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Report).values({name: bindparam(name) for name in _COLUMNS})
+    # The token of the first report stays: a machine moving to another token
+    # must not free a vote slot of the first one.
+    kept = ("machine_id", "patch_id", "stage", "token_id")
+    return statement.on_conflict_do_update(
+        index_elements=["machine_id", "patch_id", "stage"],
+        set_={name: statement.excluded[name] for name in _COLUMNS if name not in kept},
+    )
+
+
 def reporter(executor: Executor, machine_id: str, credential: str, *, now: datetime) -> Reporter:
     """The machine this credential authenticates as `machine_id`; raises why not."""
-    digest = secrets.digest(credential)
-    row = executor.execute(
-        select(
-            Machine.machine_id,
-            Machine.credential_digest,
-            Machine.credential_expires,
-            Machine.tier,
-            Machine.kernel,
-            Machine.token_id,
-            Machine.duplicate,
-            Token.revoked,
-        )
-        .join(Token, Token.id == Machine.token_id)
-        .where(Machine.credential_digest == digest)
-    ).first()
+    row = executor.execute(_REPORTER, {"digest": secrets.digest(credential)}).first()
     if row is None or not secrets.matches(credential, row.credential_digest):
         raise Unauthenticated()
     if row.credential_expires <= now:
@@ -164,9 +201,7 @@ def reporter(executor: Executor, machine_id: str, credential: str, *, now: datet
 
 
 def patch_facts(executor: Executor, patch_id: str) -> PatchFacts:
-    row = executor.execute(
-        select(Patch.kernels, Patch.stage, Patch.percentage).where(Patch.patch_id == patch_id)
-    ).first()
+    row = executor.execute(_PATCH, {"patch_id": patch_id}).first()
     if row is None:
         raise NotFound(f"No patch {patch_id!r}: report only patches the service published.")
     state = RolloutState(Stage(row.stage), float(row.percentage))
@@ -174,14 +209,25 @@ def patch_facts(executor: Executor, patch_id: str) -> PatchFacts:
 
 
 def accept(
-    executor: Executor, machine_id: str, credential: str, outcome: Outcome, *, now: datetime
+    executor: Executor,
+    machine_id: str,
+    credential: str,
+    outcome: Outcome,
+    *,
+    now: datetime,
+    patches: dict[str, PatchFacts] | None = None,
 ) -> str:
     """Authenticate, check and store one report; the stage it was counted in.
 
     Raises the ServerError that explains a refusal (nothing is written then).
+    `patches` remembers the patches read within one transaction (a batch).
     """
     machine = reporter(executor, machine_id, credential, now=now)
-    patch = patch_facts(executor, outcome.patch_id)
+    patch = None if patches is None else patches.get(outcome.patch_id)
+    if patch is None:
+        patch = patch_facts(executor, outcome.patch_id)
+        if patches is not None:
+            patches[patch.patch_id] = patch
     refused = refusal(machine, patch, outcome)
     if refused is not None:
         raise refused
@@ -207,25 +253,8 @@ def record(
         "evidence": outcome.evidence,
         "token_id": machine.token_id,
     }
-    dialect = (
-        executor.get_bind().dialect.name
-        if isinstance(executor, Session)
-        else (executor.dialect.name)
-    )
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Report).values(values)
-    # The token of the first report stays: a machine moving to another token
-    # must not free a vote slot of the first one.
-    update = {
-        k: statement.excluded[k]
-        for k in values
-        if k not in ("machine_id", "patch_id", "stage", "token_id")
-    }
-    executor.execute(
-        statement.on_conflict_do_update(
-            index_elements=["machine_id", "patch_id", "stage"], set_=update
-        )
-    )
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    executor.execute(_upsert(bind.dialect.name), values)
     return stage
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.sql.dml import Update
 
 from livepatch.server.batching import Batcher
 from livepatch.server.errors import ServerError
-from livepatch.server.reports import Outcome, accept
+from livepatch.server.reports import Outcome, PatchFacts, accept
 from livepatch.server.storage.database import Database
 from livepatch.server.storage.models import Machine
 
@@ -116,8 +116,9 @@ class TelemetryWriter:
         outcomes: list[str | ServerError] = []
         try:
             with self.database.connection(durable=False) as connection:
+                seen: dict[str, PatchFacts] = {}
                 for item in reports:
-                    outcomes.append(self._accept(connection, item))
+                    outcomes.append(self._accept(connection, item, seen))
                 if check_ins:
                     connection.execute(CHECK_IN, [vars(c) for c in check_ins])
         except SQLAlchemyError as error:
@@ -133,10 +134,19 @@ class TelemetryWriter:
                 item.result.set_result(outcome)
 
     @staticmethod
-    def _accept(connection: Connection, item: PendingReport) -> str | ServerError:
+    def _accept(
+        connection: Connection, item: PendingReport, patches: dict[str, PatchFacts]
+    ) -> str | ServerError:
         """The stage, or the refusal; a refused report writes nothing."""
         try:
-            return accept(connection, item.machine_id, item.credential, item.outcome, now=item.now)
+            return accept(
+                connection,
+                item.machine_id,
+                item.credential,
+                item.outcome,
+                now=item.now,
+                patches=patches,
+            )
         except ServerError as error:
             return error
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import itertools
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,18 @@ def machine(tmp_path: Path, service: PatchService) -> Machine:
     rt = replace(rt, kernel=KernelAdapter(root, driver=driver))
     commands.set_config(rt.paths, [f"remote-server={service.url}", f"ca-certs={service.ca}"])
     return Machine(rt, fake, key)
+
+
+@pytest.fixture(autouse=True)
+def own_machine_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each enrolment is a machine of its own.
+
+    On this host every client would send the host's /etc/machine-id, and the
+    service takes a known id enrolled again without proof for a cloned image
+    (its reports are refused).
+    """
+    ids = (f"client-test-{uuid.uuid4().hex}" for _ in itertools.count())
+    monkeypatch.setattr(commands, "machine_id", lambda: next(ids))
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ from concurrent.futures import Future
 from datetime import timedelta
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from livepatch.rollout import Tier
 from livepatch.server import machines, reports, tokens
@@ -23,6 +26,7 @@ from livepatch.server.errors import (
     UnknownToken,
 )
 from livepatch.server.service import Service
+from livepatch.server.storage.database import MIGRATIONS
 from livepatch.server.storage.models import Base, Machine, Patch
 from livepatch.server.telemetry import PendingReport
 from tests.integration.server.conftest import Clock
@@ -60,6 +64,27 @@ def test_migrations_match_the_models(service: Service) -> None:
     with service.database.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []
+
+
+def test_migration_0003_goes_down_and_up_keeping_the_real_machines(service: Service) -> None:
+    token = make_token(service, limit=5)
+    real = enrol(service, token, 1)
+    assert enrol(service, token, 1).duplicate  # no proof: a duplicate record
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with service.database.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+        connection.commit()
+        rows = connection.execute(text("SELECT machine_id FROM machines")).all()
+        assert [tuple(r) for r in rows] == [("machine-1",)]  # the duplicate went
+        command.upgrade(config, "head")
+        connection.commit()
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+    with service.transaction() as session:
+        machine = machines.authenticate(session, real.credential, now=service.clock())
+        assert not machine.duplicate
     service.database.migrate()  # idempotent
 
 

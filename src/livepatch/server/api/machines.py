@@ -30,7 +30,7 @@ MachinePath = Annotated[
     "/enrol",
     status_code=201,
     response_model=EnrolResponse,
-    responses=errors(401, 403, 409, 422, 503),
+    responses=errors(401, 403, 409, 413, 422, 429, 503),
     summary="Enrol a machine with a token",
 )
 def enrol(body: EnrolRequest, service: ServiceDep) -> EnrolResponse:
@@ -98,7 +98,7 @@ def deenrol(machine_id: MachinePath, credential: CredentialDep, service: Service
     "/machines/{machine_id}/reports",
     status_code=202,
     response_model=ReportResponse,
-    responses=errors(401, 403, 404, 422, 503),
+    responses=errors(401, 403, 404, 413, 422, 429, 503),
     summary="Report the outcome of applying a patch",
 )
 async def report(
