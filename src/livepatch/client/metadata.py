@@ -50,7 +50,6 @@ try:
     from livepatch.trust.errors import MetadataRejected as TrustRejected
     from livepatch.trust.fetcher import FetchConfig
     from livepatch.trust.modsig import verify_module
-    from livepatch.trust.patchmeta import rfc3339
     from livepatch.trust.updater import PatchTarget, PatchUpdater
 finally:
     if _block_boto3 and sys.modules.get("boto3", False) is None:
@@ -93,7 +92,7 @@ def to_info(target: PatchTarget) -> PatchInfo:
 def _revocation(target: PatchTarget) -> Revocation | None:
     if target.revoked is None:
         return None
-    return Revocation(clean(target.revoked.reason, TEXT_LIMIT), rfc3339(target.revoked.at))
+    return Revocation(clean(target.revoked.reason, TEXT_LIMIT), target.revoked.at.isoformat())
 
 
 class TufMetadata:

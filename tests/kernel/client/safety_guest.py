@@ -72,6 +72,9 @@ class SafetyGuest(Guest):
             time.sleep(0.2)
 
     def start_daemon(self) -> None:
+        control = self.state_dir / "control.sock"
+        # a socket left on the disk by the crashed boot is not a running daemon
+        control.unlink(missing_ok=True)
         with self.log.open("w") as stream:
             self.daemon = subprocess.Popen(
                 [str(BIN / "livepatch"), "daemon"],
@@ -79,7 +82,6 @@ class SafetyGuest(Guest):
                 stdout=stream,
                 stderr=subprocess.STDOUT,
             )
-        control = self.state_dir / "control.sock"
         deadline = time.monotonic() + 120
         while not control.exists():
             assert self.daemon.poll() is None, f"the daemon exited: {self.log.read_text()}"

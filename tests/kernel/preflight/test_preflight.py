@@ -106,3 +106,63 @@ def test_an_unknown_kernel_is_a_clear_error(data_dir, modules) -> None:
 
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(BOOT_TIMEOUT + 300)]
+
+
+def admin_run(data_dir: Path, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = admin.main([*argv, "--data-dir", str(data_dir)])
+    return code, out.getvalue(), err.getvalue()
+
+
+def publish_args(module: Path, *extra: str) -> list[str]:
+    return [
+        "publish",
+        str(module),
+        "--kernel",
+        default_release(),
+        "--cve",
+        "CVE-2024-1086",
+        "--severity",
+        "high",
+        "--description",
+        "pre-flight test",
+        *extra,
+    ]
+
+
+def test_publish_refuses_a_module_that_fails_preflight_and_publishes_nothing(
+    data_dir, modules
+) -> None:
+    code, out, err = admin_run(data_dir, *publish_args(modules["livepatch_cmdline_warn"]))
+    assert code != 0, out
+    assert err.startswith(
+        "livepatch-admin: Pre-flight refused the module: it turned unhealthy on "
+        f"{default_release()}: WARNING:"
+    ), err
+    assert err.rstrip().endswith(
+        "fix the module, or publish with --no-preflight to skip the check."
+    )
+    listed = json.loads(admin_run(data_dir, "patches", "list", "--format", "json")[1])
+    assert [p["module_name"] for p in listed] == []
+
+
+def test_publish_signs_the_preflight_record_and_list_shows_it(data_dir, modules) -> None:
+    code, _, err = admin_run(
+        data_dir, *publish_args(modules["livepatch_cmdline_v1"], "--format", "json")
+    )
+    assert code == 0, err
+    code, _, err = admin_run(
+        data_dir, *publish_args(modules["livepatch_cmdline_v2"], "--no-preflight")
+    )
+    assert code == 0, err
+    listed = {
+        p["module_name"]: p["preflight"]
+        for p in json.loads(admin_run(data_dir, "patches", "list", "--format", "json")[1])
+    }
+    assert listed["livepatch_cmdline_v1"]["result"] == "passed"
+    assert listed["livepatch_cmdline_v1"]["kernel"] == default_release()
+    assert listed["livepatch_cmdline_v2"]["result"] == "skipped"
+    table = admin_run(data_dir, "patches", "list")[1].splitlines()
+    assert "PREFLIGHT" in table[0]
+    assert any("passed" in row for row in table[1:]) and any("skipped" in row for row in table[1:])

@@ -270,3 +270,34 @@ def test_a_check_that_cannot_judge_does_not_make_the_daemon_spin(world):
     assert state(world).watch is not None
     assert not daemon._due()
     assert daemon._delay(first=False) > 60
+
+
+def test_the_verified_metadata_carries_revocation_and_preflight_to_the_planner():
+    from livepatch.client.metadata import to_info
+    from livepatch.client.patches import Revocation
+    from livepatch.trust.patchmeta import parse_patch_fields
+
+    fields = {
+        "patch_id": "lp-6.1.0-56-amd64-2",
+        "version": "2",
+        "kernels": [KERNEL],
+        "module_name": "livepatch_2",
+        "cumulative": True,
+        "severity": "high",
+        "description": "fix",
+        "cves": [{"id": "CVE-2024-1086", "severity": "high", "description": "fix"}],
+        "rollout": {"stage": "all", "percentage": "100.0", "halted": False},
+        "revoked": {"reason": "oops in nfsd", "at": "2026-12-05T04:57:22Z"},
+        "preflight": {"result": "passed", "kernel": KERNEL, "at": "2026-12-04T10:00:00Z"},
+    }
+    target = parse_patch_fields(
+        "patches/lp-6.1.0-56-amd64-2.ko", 10, {"sha256": "0" * 64}, {"livepatch": fields}
+    )
+    info = to_info(target)
+    assert info.revoked == Revocation("oops in nfsd", "2026-12-05T04:57:22+00:00")
+    assert info.preflight == "passed"
+    del fields["revoked"], fields["preflight"]
+    target = parse_patch_fields(
+        "patches/lp-6.1.0-56-amd64-2.ko", 10, {"sha256": "0" * 64}, {"livepatch": fields}
+    )
+    assert (to_info(target).revoked, to_info(target).preflight) == (None, None)

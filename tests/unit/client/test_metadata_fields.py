@@ -1,4 +1,5 @@
-"""The signed target's revoked and preflight fields reach the planner's PatchInfo."""
+"""The signed target's revoked and preflight fields reach the planner's PatchInfo,
+the revocation reason cleaned like the other text the service writes."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def target(**fields: object) -> PatchTarget:
 
 def test_a_revoked_target_is_revoked_for_the_planner_with_its_reason_cleaned() -> None:
     info = to_info(target(revoked=SignedRevocation("oops\x1b[31m in\u202e v2", AT)))
-    assert info.revoked == Revocation("oops[31m in v2", "2026-12-05T04:57:22Z")
+    assert info.revoked == Revocation("oops[31m in v2", "2026-12-05T04:57:22+00:00")
 
 
 def test_the_preflight_result_is_carried() -> None:
