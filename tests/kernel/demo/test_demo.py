@@ -9,6 +9,7 @@ canary. Assertion messages carry the demo's transcript.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -195,6 +196,14 @@ def test_nothing_is_left_running_or_listening(demo: DemoRun) -> None:
     assert marked(facts.run_id) == []
     assert len(facts.ports) == 2 and not any(listening(port) for port in facts.ports)
     assert "processes left: 0, ports still listening: 0" in demo.transcript
+
+
+def test_the_dashboard_url_is_given(demo: DemoRun) -> None:
+    assert re.fullmatch(
+        r"https://[0-9.]+:[0-9]+/ui \(log in with the key in /\S+/admin\.key\)",
+        demo.facts.dashboard,
+    ), demo.facts.dashboard
+    assert f"dashboard: {demo.facts.dashboard}" in demo.transcript
 
 
 def test_every_step_is_narrated_with_its_time(demo: DemoRun) -> None:
