@@ -67,19 +67,30 @@ def script(task: Task, environment: Mapping[str, str]) -> str:
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in environment.items())
     work = f"/root/spread-{task.name}"
 
+    def file(label: str, body: str) -> str:
+        # each section is its own bash process: `set -e` does not stop a subshell whose
+        # status a `||` tests, so a failing line in the middle would go unnoticed
+        return (
+            f"cat > {work}/.{label}.sh <<'LIVEPATCH_SECTION_END'\ncd {work}\n{body}\n"
+            "LIVEPATCH_SECTION_END\n"
+        )
+
     def section(label: str, body: str | None) -> str:
         if not body:
             return ""
         return (
-            f"echo '### {label}'\n"
-            f"( set -eu; cd {work}\n{body}\n) || {{ rc=$?; echo '### {label} failed: '$rc; "
+            f"echo '### {label}'\n{file(label, body)}"
+            f"bash -eu {work}/.{label}.sh || {{ rc=$?; echo '### {label} failed: '$rc; "
             f"[ $status -ne 0 ] || status=$rc; }}\n"
         )
 
     def cleanup(label: str, body: str | None) -> str:
         if not body:
             return ""
-        return f"echo '### {label}'\n( cd {work}\n{body}\n) || echo '### {label} failed'\n"
+        return (
+            f"echo '### {label}'\n{file(label, body)}"
+            f"bash {work}/.{label}.sh || echo '### {label} failed'\n"
+        )
 
     body = [
         exports,

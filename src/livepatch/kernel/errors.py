@@ -152,8 +152,8 @@ class NotPermitted(KernelError):
     def __init__(self, action: str, *, errno: int) -> None:
         super().__init__(
             f"The kernel did not permit {action} ({errno_text(errno)}); run as root with "
-            "CAP_SYS_MODULE, or, inside the snap, connect the kernel-module-control "
-            "interface.",
+            "CAP_SYS_MODULE, or, inside the snap, connect its kernel-module-control plug "
+            "(sudo snap connect livepatch:kernel-module-control).",
             errno=errno,
         )
 

@@ -1,9 +1,12 @@
 """The connect-plug and disconnect-plug hooks.
 
-- connect-plug-{kernel-state,livepatch-sysfs,kernel-module-control}: snapd has
-  just granted the daemon a kernel file it was denied; ask the running daemon to
-  look again (``reload``), so a daemon blocked since install carries on without
-  a restart and reports its health by itself.
+- connect-plug-{kernel-state,livepatch-sysfs}: snapd has just granted the daemon
+  a kernel file it was denied (snapd replaces the AppArmor profile of running
+  processes); ask the running daemon to look again (``reload``), so a daemon
+  blocked since install carries on without a restart and reports its health by
+  itself. (connect-plug-kernel-module-control is shell, hooks/: seccomp filters
+  are fixed when a process starts, so the daemon only gets finit_module from a
+  restart; seen under the real snapd, EPERM until then.)
 - connect-plug-etc-update-motd-d / disconnect-plug-etc-update-motd-d: install or
   remove the login-message script /etc/update-motd.d/91-livepatch. It reads the
   fragment the daemon writes in the snap's run directory and starts no Python.
@@ -19,7 +22,7 @@ from livepatch.client.paths import Paths
 from livepatch.client.store import write_atomic
 from livepatch.errors import LivepatchError
 
-KERNEL_PLUGS = ("kernel-state", "livepatch-sysfs", "kernel-module-control")
+KERNEL_PLUGS = ("kernel-state", "livepatch-sysfs")
 MOTD_PLUG = "etc-update-motd-d"
 MOTD_SCRIPT = Path("/etc/update-motd.d/91-livepatch")
 MOTD_FRAGMENT = "/run/snap.livepatch/motd"
