@@ -73,6 +73,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._refusal: bytes | None = None
         self._address: str | None = None
+        self._answering = False
+        """Whether this request's cycle exists (uvicorn makes it once headers are in);
+        until then ``self.cycle`` is the previous request's on a keep-alive connection."""
 
     # Connection ------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
             return
         self._disarm()
-        if self.cycle is None or not self.cycle.response_started:
+        if not self._answering or self.cycle is None or not self.cycle.response_started:
             self.transport.write(self._refusal)
         # else the application answered already: the connection just ends.
         self.transport.close()
@@ -129,6 +132,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._answering = False
         self._header_bytes = 0
         self._body_bytes = 0
         self._arm(self.limits.header_timeout)
@@ -151,6 +155,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._arm(self.limits.body_timeout)
         super().on_headers_complete()
+        self._answering = True
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
