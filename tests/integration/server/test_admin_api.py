@@ -43,7 +43,9 @@ def as_role(live: LiveServer, key: str | None) -> httpx.Client:
     return live.client(headers=headers)
 
 
-def publish(live: LiveServer, kernel: str, name: str) -> str:
+def publish(
+    live: LiveServer, kernel: str, name: str, overrides: dict[str, float] | None = None
+) -> str:
     module = module_named(name)
     created = live.admin_json(
         "admins", "create", f"publisher-{uuid.uuid4().hex[:6]}", "--role", "operator"
@@ -56,6 +58,7 @@ def publish(live: LiveServer, kernel: str, name: str) -> str:
             "cves": ["CVE-2024-1086"],
             "severity": "high",
             "description": "a fix",
+            "overrides": overrides or {},
         },
     )
     assert response.status_code == 201, response.text
@@ -251,7 +254,9 @@ def report(live: LiveServer, machine: str, credential: str, patch_id: str, resul
 
 
 def test_machines_filter_by_state_kernel_and_patch(live: LiveServer, keys: dict[str, str]) -> None:
-    patch_id = publish(live, "6.1.0-72-amd64", "livepatch_fleet")
+    # Every machine admitted at canary: the service counts reports only from those.
+    everyone = {"canary_percentage": 100.0, "moderate_percentage": 100.0}
+    patch_id = publish(live, "6.1.0-72-amd64", "livepatch_fleet", everyone)
     token = live.admin_json("tokens", "create", "--machines", "10")["token"]
     run = uuid.uuid4().hex[:6]
     good, bad, old = f"good-{run}", f"bad-{run}", f"old-{run}"
@@ -446,6 +451,6 @@ def test_bodies_beyond_the_limit_are_refused_before_they_are_read(
         connection.endheaders()  # and no body: the answer must not wait for it
         response = connection.getresponse()
         assert response.status == 413
-        assert json.loads(response.read())["error"]["code"] == "too-large"
+        assert json.loads(response.read())["error"]["code"] == "body-too-large"
     finally:
         connection.close()

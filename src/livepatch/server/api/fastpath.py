@@ -47,8 +47,6 @@ _METADATA = "/v1/metadata/"
 _TARGETS = "/v1/targets/"
 _REPORT = re.compile(r"/v1/machines/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})/reports")
 MAX_REPORT_BYTES = 16 * 1024
-MAX_BODY_BYTES = 24 * 1024 * 1024
-"""Any request body: a published module (16 MiB) travels base64-encoded in JSON."""
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -59,6 +57,7 @@ class FastPaths:
         self.static = service.static
         self.checkins = service.checkins
         self.public_targets = service.config.public_targets
+        self.limits = service.config.limits
         self._count = {
             status: service.metrics.counter("livepatch_static_requests_total", status=str(status))
             for status in (200, 304)
@@ -75,7 +74,9 @@ class FastPaths:
                 if found is not None:
                     await self._report(scope, receive, send, found.group(1))
                     return
-            refusal = body_refusal(scope["headers"])
+            admin = scope["path"].startswith("/v1/admin/")
+            limit = self.limits.max_admin_body_bytes if admin else self.limits.max_body_bytes
+            refusal = body_refusal(scope["headers"], limit)
             if refusal is not None:
                 status, code, message = refusal
                 await _send_json(send, status, {"error": {"code": code, "message": message}})
@@ -177,8 +178,10 @@ def _may_download(service: Service, credential: str) -> None:
         machines.may_download(session, credential, now=service.clock())
 
 
-def body_refusal(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, str] | None:
-    """Why a request body is refused before it is read (too large, or of no stated size)."""
+def body_refusal(headers: list[tuple[bytes, bytes]], limit: int) -> tuple[int, str, str] | None:
+    """Why a request body is refused before it is read (above `limit` bytes, or of no
+    stated size). The HTTP protocol (``protocol``) refuses the same sizes first when the
+    service runs under ``serve``; this holds for any ASGI server."""
     length = chunked = None
     for name, value in headers:
         if name == b"content-length":
@@ -189,9 +192,8 @@ def body_refusal(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, str] | N
         if chunked is None:
             return None
         return (411, "length-required", "Send the request body with a Content-Length.")
-    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        limit = MAX_BODY_BYTES // (1024 * 1024)
-        return (413, "too-large", f"The request body is larger than {limit} MiB.")
+    if not length.isdigit() or int(length) > limit:
+        return (413, "body-too-large", f"The request body exceeds {limit} bytes.")
     return None
 
 
