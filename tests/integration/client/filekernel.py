@@ -76,3 +76,19 @@ class FileKernel:
 
     def taint(self) -> int:
         return 32768
+
+    def boot_id(self) -> str:
+        """One boot for the kernel's whole life: a killed daemon is not a reboot."""
+        return "file-kernel-boot"
+
+    def log_seq(self) -> int:
+        return -1
+
+    def log_since(self, seq: int) -> list[str]:
+        return []
+
+    def functions(self, name: str) -> tuple[str, ...]:
+        return ()
+
+    def check_module(self, data: bytes) -> None:
+        return None
