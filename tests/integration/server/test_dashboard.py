@@ -47,6 +47,8 @@ def publish(client: httpx.Client, kernel: str, name: str) -> str:
             "cves": ["CVE-2024-1086", "CVE-2024-26581"],
             "severity": "high",
             "description": "nf_tables: use-after-free",
+            # Every machine admitted at canary: the service counts reports only from those.
+            "overrides": {"canary_percentage": 100.0, "moderate_percentage": 100.0},
         },
     )
     assert response.status_code == 201, response.text
@@ -59,7 +61,8 @@ def seed(live: LiveServer, operator: httpx.Client) -> dict[str, str]:
         kernel: publish(operator, kernel, f"livepatch_ui_{index}")
         for index, kernel in enumerate(("6.1.0-56-amd64", "6.1.0-57-amd64", "5.15.0-91-generic"))
     }
-    token = live.admin_json("tokens", "create", "--machines", "50", "--tier", "stable")["token"]
+    # Community tier: stable-tier machines are never canaries, so their reports would not count.
+    token = live.admin_json("tokens", "create", "--machines", "50")["token"]
     client = live.client(headers={"User-Agent": "livepatch/0.9.0"})
     for machine, kernel, result in FLEET:
         enrolled = client.post(
