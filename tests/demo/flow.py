@@ -315,7 +315,7 @@ def parse_signals(text: str) -> list[tuple[str, list[str]]]:
 
 WITHOUT_SNAPD = (
     "(the VM runs the snap's files without snapd: booting the real snapd and installing "
-    "the snap take 4-6 min under TCG, over the demo's 5-minute budget; "
+    "the snap with its plugs take about 9 min under TCG, over the demo's 5-minute budget; "
     "make snapd-check runs the real one)"
 )
 
