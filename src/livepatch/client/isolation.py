@@ -11,8 +11,9 @@ its file.
 
 The child closes every inherited descriptor but its pipe (the daemon's lock,
 control socket and bus connection stay the parent's). If the daemon is
-killed, the child finishes the check-in and exits; the state lock keeps a new
-daemon waiting until it has.
+killed, the child finishes the check-in and exits; the check-in lock keeps a
+new daemon's check-ins waiting until it has (the state lock, taken for each
+step, keeps each of its reads consistent).
 """
 
 from __future__ import annotations
