@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,17 +70,29 @@ def clean_temporaries(directory: Path) -> list[Path]:
     return removed
 
 
+PROBE_GRACE = 0.5
+"""Seconds `locked(wait=False)` keeps trying: `is_locked` probes (`livepatch status`
+asking whether the daemon runs) hold a shared lock for an instant, which must not
+look like another holder."""
+
+
 @contextlib.contextmanager
 def locked(path: Path, *, wait: bool = True, mode: int = 0o600) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created with `mode`); raise Busy if `wait` is false."""
+    """Hold an exclusive lock on `path` (created with `mode`); raise Busy if `wait` is
+    false and another process still holds it after PROBE_GRACE."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError as error:
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise Busy() from error
-            raise
+        give_up = time.monotonic() + PROBE_GRACE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                break
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= give_up:
+                    raise Busy() from error
+                time.sleep(0.01)
         yield
     finally:
         os.close(fd)

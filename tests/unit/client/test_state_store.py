@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
+import threading
 from datetime import timedelta
 
 import pytest
@@ -100,3 +102,14 @@ def test_lock_is_exclusive_and_visible(tmp_path):
         with pytest.raises(Busy), locked(lock, wait=False):
             pass
     assert not is_locked(lock)
+
+
+def test_a_status_probe_does_not_make_the_lock_look_taken(tmp_path):
+    """is_locked holds a shared lock for an instant; locked(wait=False) outlasts it."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    probe = os.open(lock, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    threading.Timer(0.1, os.close, (probe,)).start()
+    with locked(lock, wait=False):
+        assert is_locked(lock)
