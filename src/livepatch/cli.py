@@ -24,6 +24,31 @@ if TYPE_CHECKING:
 
 PROGRAM = "livepatch"
 FORMATS = ("human", "humane", "json", "yaml")
+REDACTED_NOTE = (
+    f"{PROGRAM}: passwords are shown as REDACTED; run `sudo livepatch config` to see them."
+)
+# `livepatch --help` without importing argparse (half a bare Python's start-up):
+# build_parser().format_help() at 80 columns; a unit test keeps the two equal.
+HELP = """\
+usage: livepatch [-h] [--version] [--debug] COMMAND ...
+
+Apply kernel security fixes without rebooting.
+
+positional arguments:
+  COMMAND
+    enable    enrol this machine with a token and start patching
+    disable   de-enrol this machine and stop patching
+    status    show kernel, enrolment and patch state
+    refresh   check for patches now and wait for the outcome
+    config    show settings, or set them with KEY=VALUE
+    daemon    run the patching service in the foreground
+    notifier  show desktop notifications of applied patches (per-user agent)
+
+options:
+  -h, --help  show this help message and exit
+  --version   show program's version number and exit
+  --debug     show tracebacks and debug logs
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,15 +124,20 @@ def render_status(doc: dict[str, Any], fmt: str, verbose: bool) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from livepatch.client import commands
-    from livepatch.client.errors import NotEnabled
 
-    doc = commands.status(_runtime())
-    if not doc["Enrolled"]:
-        if args.format in ("json", "yaml"):
-            sys.stdout.write(render_status(doc, args.format, args.verbose))
-        raise NotEnabled()
-    _print_status(doc, args.format, args.verbose)
+    _show_status(commands.status(_runtime()), args.format, args.verbose)
     return 0
+
+
+def _show_status(doc: dict[str, Any], fmt: str, verbose: bool) -> None:
+    """Print `doc`; NotEnabled (after the document, for machines) when not enrolled."""
+    if not doc["Enrolled"]:
+        from livepatch.client.errors import NotEnabled
+
+        if fmt in ("json", "yaml"):
+            sys.stdout.write(render_status(doc, fmt, verbose))
+        raise NotEnabled()
+    _print_status(doc, fmt, verbose)
 
 
 def _print_status(doc: dict[str, Any], fmt: str, verbose: bool) -> None:
@@ -119,12 +149,23 @@ def _print_status(doc: dict[str, Any], fmt: str, verbose: bool) -> None:
     sys.stdout.write(render_status(doc, fmt, verbose))
 
 
-def _fast_status(argv: Sequence[str]) -> int | None:
-    """`livepatch status` from the status cache, before argparse or the client is imported.
+def _fast_path(argv: Sequence[str]) -> int | None:
+    """Answer the commands people and monitoring run most before argparse or the
+    client is imported: `--help`, `config` (reading) and `status`.
 
-    None means "take the normal path": other commands or options, the YAML
-    format, no cache, a stale cache, or a machine that is not enabled.
+    None means "take the normal path", which every other command and every
+    case these cannot settle alone (see ``quickstatus``, ``quickconfig``) takes.
     """
+    if list(argv) in (["--help"], ["-h"]):
+        sys.stdout.write(HELP)
+        return 0
+    if list(argv) == ["config"]:
+        return _fast_config()
+    return _fast_status(argv)
+
+
+def _fast_status(argv: Sequence[str]) -> int | None:
+    """`livepatch status` from the status cache or the state files (``quickstatus``)."""
     if not argv or argv[0] != "status":
         return None
     fmt, verbose = "human", False
@@ -139,18 +180,50 @@ def _fast_status(argv: Sequence[str]) -> int | None:
             fmt = option.partition("=")[2]
         else:
             return None
-    if fmt not in ("human", "humane", "json"):
+    if fmt not in FORMATS:
         return None
-    from livepatch.client import statuscache
+    from livepatch.client import quickstatus, statuscache
 
-    doc = statuscache.load(statuscache.state_dir())
-    if doc is None or doc.get("Enrolled") is not True:
+    state_dir = statuscache.state_dir()
+    doc = statuscache.load(state_dir) or quickstatus.build(state_dir)
+    if doc is None:
         return None
     try:
+        if not doc["Enrolled"]:
+            return _fast_not_enabled(doc, fmt, verbose)
         _print_status(doc, fmt, verbose)
         sys.stdout.flush()
     except BrokenPipeError:
         return 141
+    return 0
+
+
+def _fast_not_enabled(doc: dict[str, Any], fmt: str, verbose: bool) -> int:
+    from livepatch.client.errors import NotEnabled
+
+    try:
+        _show_status(doc, fmt, verbose)
+    except NotEnabled as error:
+        sys.stdout.flush()
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+def _fast_config() -> int | None:
+    """`livepatch config` (reading) from the settings files (``quickconfig``)."""
+    from livepatch.client import quickconfig, statuscache
+
+    settings = quickconfig.load(statuscache.state_dir())
+    if settings is None:
+        return None
+    try:
+        sys.stdout.write(quickconfig.render(settings))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return 141
+    if quickconfig.redacted(settings):
+        print(REDACTED_NOTE, file=sys.stderr)
     return 0
 
 
@@ -230,10 +303,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     shown = commands.show_config(paths)
     sys.stdout.write(shown.text)
     if shown.redacted:
-        print(
-            f"{PROGRAM}: passwords are shown as REDACTED; run `sudo livepatch config` to see them.",
-            file=sys.stderr,
-        )
+        print(REDACTED_NOTE, file=sys.stderr)
     return 0
 
 
@@ -258,7 +328,7 @@ def cmd_notifier(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    fast = _fast_status(sys.argv[1:] if argv is None else argv)
+    fast = _fast_path(sys.argv[1:] if argv is None else argv)
     if fast is not None:
         return fast
     from livepatch.cli_support import configure_logging, run

@@ -3,7 +3,8 @@
 A superset of ``canonical-livepatch status --format json``: the same field
 names and value sets where the meaning is the same, because Ubuntu Pro and
 Landscape parse them. Built from plain values only; the caller gathers them.
-The schema is interfaces/status.schema.json.
+The schema is interfaces/status.schema.json. The document itself is built
+by ``statusdoc`` from the state's JSON form, which the fast path shares.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from livepatch import __version__
+from livepatch.client import statusdoc
 from livepatch.client.host import HostFacts
-from livepatch.client.state import Fix, State
+from livepatch.client.state import State, to_json
 
 
 @dataclass(frozen=True)
@@ -30,21 +31,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def fixes(state: State) -> list[dict[str, Any]]:
     """Every fix known for the running kernel: applied ones patched, the rest not."""
-    applied = state.applied.fixes if state.applied else ()
-    patched = {fix.name for fix in applied}
-    known: list[Fix] = list(applied)
-    if state.available is not None:
-        known += [fix for fix in state.available.fixes if fix.name not in patched]
-    return [
-        {
-            "Name": fix.name,
-            "Description": fix.description,
-            "Bug": "",
-            "Patched": fix.name in patched,
-            "Severity": fix.severity,
-        }
-        for fix in known
-    ]
+    return statusdoc.fixes(to_json(state))
 
 
 def document(
@@ -56,34 +43,13 @@ def document(
     daemon_running: bool,
 ) -> dict[str, Any]:
     """The status document for `state`, already reconciled with the running kernel."""
-    enrolment = state.enrolment
-    applied = state.applied
-    return {
-        "Client-Version": __version__,
-        "Machine-Id": enrolment.machine_id if enrolment else "",
-        "Architecture": kernel.architecture,
-        "CPU-Model": host.cpu_model,
-        "Boot-Time": _iso(host.boot_time),
-        "Uptime": host.uptime,
-        "Last-Check": _iso(state.last_check),
-        "Next-Check": _iso(state.next_check) if enrolment else None,
-        "tier": tier if enrolment else "",
-        "Enrolled": enrolment is not None,
-        "Daemon-Running": daemon_running,
-        "Status": [
-            {
-                "Kernel": kernel.key,
-                "Running": True,
-                "Supported": state.supported.value,
-                "UpgradeRequiredDate": None,
-                "Livepatch": {
-                    "CheckState": state.check_state.value,
-                    "State": state.patch_state.value,
-                    "Version": applied.version if applied else "",
-                    "Fixes": fixes(state),
-                },
-            }
-        ],
-        "Applied-Patches": [applied.patch_id] if applied else [],
-        "Errors": [{"code": e.code, "message": e.message} for e in state.errors],
-    }
+    return statusdoc.document(
+        to_json(state),
+        kernel_key=kernel.key,
+        architecture=kernel.architecture,
+        cpu_model=host.cpu_model,
+        boot_time=_iso(host.boot_time),
+        uptime=host.uptime,
+        tier=tier,
+        daemon_running=daemon_running,
+    )

@@ -15,10 +15,10 @@ Standard library only, and little of it: this module is the fast path.
 
 from __future__ import annotations
 
-import json
 import os
 
 from livepatch import __version__
+from livepatch.client import jsonlite
 from livepatch.client.locks import is_locked
 
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
@@ -86,6 +86,8 @@ def save(state_dir: str, key: dict[str, Any], doc: dict[str, Any]) -> None:
     """Store `doc`, built from inputs `key` (read *before* building it), atomically."""
     path = os.path.join(state_dir, CACHE_NAME)
     tmp = f"{path}.{os.getpid()}.tmp"
+    import json  # the writers are on the full path; readers use jsonlite
+
     data = json.dumps({"key": key, "doc": doc}).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
@@ -104,7 +106,7 @@ def load(state_dir: str, root: str = "/") -> dict[str, Any] | None:
     """The cached document if its inputs are unchanged (live fields refreshed), else None."""
     try:
         with open(os.path.join(state_dir, CACHE_NAME), "rb") as stream:
-            cached = json.loads(stream.read())
+            cached = jsonlite.loads(stream.read().decode("utf-8"))
         key, doc = cached["key"], cached["doc"]
     except (OSError, ValueError, TypeError, KeyError):
         return None

@@ -11,20 +11,17 @@ from pathlib import Path
 
 from livepatch.kernel.errors import AccessDenied
 from livepatch.kernel.files import KernelFiles
+from livepatch.kernelnames import architecture_name, patch_key
+
+__all__ = [
+    "KernelIdentity",
+    "architecture_name",
+    "parse_build_id",
+    "parse_flavour",
+    "read_identity",
+]
 
 NT_GNU_BUILD_ID = 3
-
-# uname machine → Debian/Ubuntu architecture name.
-_ARCHITECTURES = {
-    "x86_64": "amd64",
-    "aarch64": "arm64",
-    "armv7l": "armhf",
-    "i686": "i386",
-    "i386": "i386",
-    "ppc64le": "ppc64el",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
 
 
 @dataclass(frozen=True)
@@ -39,17 +36,8 @@ class KernelIdentity:
 
     @property
     def key(self) -> str:
-        """What patches are published against (``--kernel``).
-
-        Ubuntu's version_signature names the exact package build
-        ("Ubuntu 5.15.0-91.101-generic 5.15.131" → "5.15.0-91.101-generic"),
-        which the release alone does not; elsewhere the release is the key.
-        """
-        if self.version_signature:
-            fields = self.version_signature.split()
-            if len(fields) >= 2:
-                return fields[1]
-        return self.release
+        """What patches are published against (``--kernel``); see ``patch_key``."""
+        return patch_key(self.release, self.version_signature)
 
 
 def parse_flavour(release: str) -> str | None:
@@ -64,10 +52,6 @@ def parse_flavour(release: str) -> str | None:
         if re.match(r"[a-z]", parts[index]):
             return "-".join(parts[index:])
     return None
-
-
-def architecture_name(machine: str) -> str:
-    return _ARCHITECTURES.get(machine, machine)
 
 
 def parse_build_id(notes: bytes, byteorder: str = sys.byteorder) -> str | None:

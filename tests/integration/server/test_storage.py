@@ -12,10 +12,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from livepatch.rollout import Tier
-from livepatch.server import machines, reports, tokens
+from livepatch.server import checkins, machines, reports, tokens
 from livepatch.server.errors import (
     Forbidden,
     InvalidRequest,
@@ -327,6 +327,60 @@ def test_check_ins_are_verified_remembered_and_move_last_seen(
     assert not service.checkins.remembered(credential.credential)
     with pytest.raises(Unauthenticated, match="expired"):
         asyncio.run(service.checkins.check_in(credential.credential))
+
+
+def test_a_worker_indexes_every_credential_and_reloads_it(service: Service, clock: Clock) -> None:
+    token = make_token(service, limit=10)
+    first, second = enrol(service, token, 1), enrol(service, token, 2)
+    asyncio.run(service.checkins.check_in(first.credential))  # the index loads first
+    assert service.checkins.remembered(second.credential)  # never looked up itself
+    # Another process renews the second machine's credential.
+    with service.transaction() as session:
+        renewed = machines.renew(
+            session, second.machine_id, second.credential, now=clock(), lifetime=LIFETIME
+        )
+    assert service.checkins.remembered(second.credential)  # until the next reload
+    clock.advance(minutes=4)  # RELOAD: this check-in queues one, ahead of its lookup
+    asyncio.run(service.checkins.check_in(renewed.credential))
+    assert not service.checkins.remembered(second.credential)
+    assert service.checkins.remembered(renewed.credential)
+    with pytest.raises(Unauthenticated):
+        asyncio.run(service.checkins.check_in(second.credential))
+
+
+def test_a_revoked_tokens_machines_leave_the_index_at_the_next_reload(
+    service: Service, clock: Clock
+) -> None:
+    token = make_token(service, limit=10)
+    first, second = enrol(service, token, 1), enrol(service, token, 2)
+    asyncio.run(service.checkins.check_in(first.credential))  # the index loads first
+    assert service.checkins.remembered(second.credential)
+    with service.transaction() as session:  # as `livepatch-admin tokens revoke` does
+        tokens.revoke_token(session, token[:6], now=clock())
+    clock.advance(minutes=4)  # RELOAD: this check-in queues one and is still counted
+    assert service.checkins.remembered(first.credential)
+    with pytest.raises(Unauthenticated):  # a lookup queued behind the reload
+        asyncio.run(service.checkins.check_in("never-enrolled"))
+    assert not service.checkins.remembered(first.credential)
+    assert not service.checkins.remembered(second.credential)
+    with pytest.raises(TokenRevoked):
+        asyncio.run(service.checkins.check_in(second.credential))
+
+
+def test_the_index_is_read_in_chunks(
+    service: Service, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkins, "RELOAD_CHUNK", 2)
+    monkeypatch.setattr(
+        checkins,
+        "_CHUNK",
+        checkins._ALL.where(Machine.id > bindparam("after")).order_by(Machine.id).limit(2),
+    )
+    token = make_token(service, limit=10)
+    enrolled = [enrol(service, token, n) for n in range(5)]
+    service.checkins.start()
+    asyncio.run(service.checkins.check_in(enrolled[0].credential))
+    assert all(service.checkins.remembered(c.credential) for c in enrolled)
 
 
 def test_aggregates_are_per_stage_and_kernel(service: Service) -> None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from livepatch import cli
-from livepatch.client import commands
+from livepatch.client import commands, quickstatus
 from livepatch.kernel import ModuleInUse
 from tests.unit.client.fakes import World, patch
 
@@ -156,6 +156,7 @@ def test_unexpected_errors_hide_the_traceback_unless_debug(wired, monkeypatch, c
         raise RuntimeError("bug")
 
     monkeypatch.setattr(commands, "status", boom)
+    monkeypatch.setattr(quickstatus, "build", lambda *args: None)  # unsure: the full path
     code, _, err = run(capsys, "status")
     assert code == 70 and "Traceback" not in err and "--debug" in err
     code, _, err = run(capsys, "--debug", "status")

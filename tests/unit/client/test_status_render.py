@@ -157,3 +157,20 @@ def test_check_state_values():
     state = replace(states()["fresh"], patch_state=PatchState.APPLYING)
     doc = document(state, kernel=FACTS, host=HOST, tier="stable", daemon_running=True)
     assert doc["Status"][0]["Livepatch"]["State"] == "applying" and doc["tier"] == "stable"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "epoch"),
+    [
+        ("1970-01-01T00:00:00Z", 0.0),
+        ("2026-08-01T12:00:00.123456Z", 1785585600.123456),
+        ("2000-02-29T23:59:59+05:30", 951848999.0),
+        ("2024-03-01T00:00:00Z", 1709251200.0),
+        ("1969-12-31T23:00:00-01:00", 0.0),
+        ("2026-08-01 12:00:00+00:00", 1785585600.0),  # not the document's form: datetime
+    ],
+)
+def test_times_are_read_without_datetime_in_the_documents_form(stamp: str, epoch: float) -> None:
+    from livepatch.client.render import _epoch
+
+    assert _epoch(stamp) == pytest.approx(epoch, abs=1e-6)

@@ -175,7 +175,7 @@ def test_cli_status_ignores_a_stale_cache(
 
 @pytest.mark.parametrize(
     "argv",
-    [["status", "--format", "yaml"], ["status", "--bogus"], ["refresh"], ["status", "--debug"]],
+    [["status", "--format", "xml"], ["status", "--bogus"], ["refresh"], ["status", "--debug"]],
 )
 def test_the_fast_path_steps_aside_for_what_it_does_not_handle(argv: list[str]) -> None:
     assert cli._fast_status(argv) is None

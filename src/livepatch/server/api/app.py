@@ -29,6 +29,7 @@ def create_api(service: Service, *, periodic: bool = False) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.checkins.start()
         task = asyncio.create_task(run_periodic(service)) if periodic else None
         try:
             yield
