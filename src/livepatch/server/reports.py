@@ -27,7 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, func, or_, select
+from sqlalchemy import Connection, Row, String, and_, any_, bindparam, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
@@ -159,6 +159,11 @@ _REPORTER = _REPORTER_COLUMNS.where(Machine.credential_digest == bindparam("dige
 _REPORTERS = _REPORTER_COLUMNS.where(
     Machine.credential_digest.in_(bindparam("digests", expanding=True))
 )
+_REPORTERS_ARRAY = _REPORTER_COLUMNS.where(
+    Machine.credential_digest == any_(bindparam("digests", type_=postgresql.ARRAY(String)))
+)
+"""PostgreSQL's form: one statement text whatever the batch size, so its plan is prepared once
+per connection (an ``IN (…)`` list's text changes with the number of digests)."""
 _PATCH = select(Patch.kernels, Patch.stage, Patch.percentage).where(
     Patch.patch_id == bindparam("patch_id")
 )
@@ -274,7 +279,10 @@ def accept_many(
     digests = [secrets.digest(claim.credential) for claim in claims]
     rows = {
         row.credential_digest: row
-        for row in connection.execute(_REPORTERS, {"digests": sorted(set(digests))})
+        for row in connection.execute(
+            _REPORTERS_ARRAY if connection.dialect.name == "postgresql" else _REPORTERS,
+            {"digests": sorted(set(digests))},
+        )
     }
     results: list[str | ServerError] = []
     counted: list[dict[str, Any]] = []
