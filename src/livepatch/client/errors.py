@@ -52,6 +52,17 @@ class SettingsNeedRoot(ClientError):
         )
 
 
+class StateNeedsRoot(ClientError):
+    code = "needs-root"
+    exit_code = 4
+
+    def __init__(self, directory: str) -> None:
+        super().__init__(
+            f"The state in {directory} is readable by root only; "
+            "run `sudo livepatch status` to see it."
+        )
+
+
 class NotConfigured(ClientError):
     code = "no-remote-server"
 

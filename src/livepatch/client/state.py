@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from livepatch.client.errors import CorruptState
+from livepatch.client.errors import CorruptState, StateNeedsRoot
 from livepatch.client.store import remove_durably, write_atomic
 
 # Shared with the patch service: the same values, from the same rule.
@@ -326,6 +326,8 @@ class StateFile:
             text = self.path.read_bytes()
         except FileNotFoundError:
             return State()
+        except PermissionError as error:  # an ordinary user, and a private state directory
+            raise StateNeedsRoot(str(self.path.parent)) from error
         try:
             data = json.loads(text)
             if not isinstance(data, dict):

@@ -18,7 +18,9 @@ everything queued meanwhile) by the same thread, and remembered.
 was never valid is always looked up; one revoked or replaced (in another
 process, or in this one while a reload was reading) may still be counted (it
 is never served anything more) until its entry ages out, at most
-``REMEMBER`` after it was read.
+``REMEMBER`` after it was read. Machines of a revoked token are left out of
+the index, so their check-ins are looked up and refused (``TokenRevoked``)
+from the next reload on.
 """
 
 from __future__ import annotations

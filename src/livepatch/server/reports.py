@@ -27,7 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, func, or_, select
+from sqlalchemy import Connection, Row, String, and_, any_, bindparam, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
@@ -35,7 +35,13 @@ from sqlalchemy.sql.dml import Insert
 from livepatch.rollout import RolloutState, Stage, Tier, admits
 from livepatch.server import secrets
 from livepatch.server.engine import Outcomes
-from livepatch.server.errors import Forbidden, NotFound, TokenRevoked, Unauthenticated
+from livepatch.server.errors import (
+    Forbidden,
+    NotFound,
+    ServerError,
+    TokenRevoked,
+    Unauthenticated,
+)
 from livepatch.server.machines import EXPIRED
 from livepatch.server.storage.models import Machine, Patch, Report, Token
 
@@ -139,20 +145,25 @@ def refusal(reporter: Reporter, patch: PatchFacts, outcome: Outcome) -> ReportRe
 
 # Built once: reports are the hot write path, and building a statement costs
 # more than running it.
-_REPORTER = (
-    select(
-        Machine.machine_id,
-        Machine.credential_digest,
-        Machine.credential_expires,
-        Machine.tier,
-        Machine.kernel,
-        Machine.token_id,
-        Machine.duplicate,
-        Token.revoked,
-    )
-    .join(Token, Token.id == Machine.token_id)
-    .where(Machine.credential_digest == bindparam("digest"))
+_REPORTER_COLUMNS = select(
+    Machine.machine_id,
+    Machine.credential_digest,
+    Machine.credential_expires,
+    Machine.tier,
+    Machine.kernel,
+    Machine.token_id,
+    Machine.duplicate,
+    Token.revoked,
+).join(Token, Token.id == Machine.token_id)
+_REPORTER = _REPORTER_COLUMNS.where(Machine.credential_digest == bindparam("digest"))
+_REPORTERS = _REPORTER_COLUMNS.where(
+    Machine.credential_digest.in_(bindparam("digests", expanding=True))
 )
+_REPORTERS_ARRAY = _REPORTER_COLUMNS.where(
+    Machine.credential_digest == any_(bindparam("digests", type_=postgresql.ARRAY(String)))
+)
+"""PostgreSQL's form: one statement text whatever the batch size, so its plan is prepared once
+per connection (an ``IN (…)`` list's text changes with the number of digests)."""
 _PATCH = select(Patch.kernels, Patch.stage, Patch.percentage).where(
     Patch.patch_id == bindparam("patch_id")
 )
@@ -189,6 +200,17 @@ def _upsert(dialect: str) -> Insert:
 def reporter(executor: Executor, machine_id: str, credential: str, *, now: datetime) -> Reporter:
     """The machine this credential authenticates as `machine_id`; raises why not."""
     row = executor.execute(_REPORTER, {"digest": secrets.digest(credential)}).first()
+    return checked_reporter(row, machine_id, credential, now=now)
+
+
+ReporterRow = Row[str, str, datetime, str, str, int, bool, datetime | None]
+"""A row of ``_REPORTER``: machine id, credential digest and expiry, tier, kernel, token."""
+
+
+def checked_reporter(
+    row: ReporterRow | None, machine_id: str, credential: str, *, now: datetime
+) -> Reporter:
+    """The machine of `row` (found by the credential's digest), or why it must not report."""
     if row is None or not secrets.matches(credential, row.credential_digest):
         raise Unauthenticated()
     if row.credential_expires <= now:
@@ -234,11 +256,72 @@ def accept(
     return record(executor, machine, outcome, patch.state.stage.value, now=now)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One report as received: who says they sent it, and when."""
+
+    machine_id: str
+    credential: str
+    outcome: Outcome
+    now: datetime
+
+
+def accept_many(
+    connection: Connection, claims: Sequence[Claim], patches: dict[str, PatchFacts]
+) -> list[str | ServerError]:
+    """``accept`` for a batch, in one transaction: for each claim its stage or its refusal.
+
+    The same rules as ``accept``, with one query for every reporter and one
+    statement (executed many times, pipelined by the driver) for every
+    counted report, instead of two round trips per report. `patches`
+    remembers the patches read (a patch is read once per batch).
+    """
+    digests = [secrets.digest(claim.credential) for claim in claims]
+    rows = {
+        row.credential_digest: row
+        for row in connection.execute(
+            _REPORTERS_ARRAY if connection.dialect.name == "postgresql" else _REPORTERS,
+            {"digests": sorted(set(digests))},
+        )
+    }
+    results: list[str | ServerError] = []
+    counted: list[dict[str, Any]] = []
+    for claim, digest in zip(claims, digests, strict=True):
+        try:
+            machine = checked_reporter(
+                rows.get(digest), claim.machine_id, claim.credential, now=claim.now
+            )
+            patch = patches.get(claim.outcome.patch_id)
+            if patch is None:
+                patch = patches[claim.outcome.patch_id] = patch_facts(
+                    connection, claim.outcome.patch_id
+                )
+            refused = refusal(machine, patch, claim.outcome)
+            if refused is not None:
+                raise refused
+        except ServerError as error:
+            results.append(error)
+            continue
+        stage = patch.state.stage.value
+        counted.append(_row(machine, claim.outcome, stage, now=claim.now))
+        results.append(stage)
+    if counted:
+        connection.execute(_upsert(connection.dialect.name), counted)
+    return results
+
+
 def record(
     executor: Executor, machine: Reporter, outcome: Outcome, stage: str, *, now: datetime
 ) -> str:
     """Store the machine's latest outcome for the patch in `stage` (upsert)."""
-    values: dict[str, Any] = {
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    executor.execute(_upsert(bind.dialect.name), _row(machine, outcome, stage, now=now))
+    return stage
+
+
+def _row(machine: Reporter, outcome: Outcome, stage: str, *, now: datetime) -> dict[str, Any]:
+    """The parameters of ``_upsert`` for one report."""
+    return {
         "machine_id": machine.machine_id,
         "patch_id": outcome.patch_id,
         "stage": stage,
@@ -253,9 +336,6 @@ def record(
         "evidence": outcome.evidence,
         "token_id": machine.token_id,
     }
-    bind = executor.get_bind() if isinstance(executor, Session) else executor
-    executor.execute(_upsert(bind.dialect.name), values)
-    return stage
 
 
 def stage_outcomes(executor: Executor, patch_id: str, stage: str, *, since: datetime) -> Outcomes:

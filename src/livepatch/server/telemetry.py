@@ -7,9 +7,10 @@ convoy of waiting requests. Here one thread per process takes everything
 queued, writes it in one transaction with prepared statements, and then
 answers every waiting request: a burst costs one commit.
 
-A report is checked and stored by ``reports.accept`` (who sent it, whether
-it counts, then an upsert) inside the batch's transaction; a refusal is the
-error of that one request and writes nothing. When the batch fails in the
+A batch's reports are checked and stored by ``reports.accept_many`` (who
+sent them, in one query; whether each counts; then one upsert statement for
+all that count) inside the batch's transaction; a refusal is the error of that
+one request and writes nothing. When the batch fails in the
 database, each report is re-run in its own transaction. Requests wait for
 their report's commit, so a 202 means the report is stored.
 """
@@ -22,13 +23,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql.dml import Update
 
 from livepatch.server.batching import Batcher
 from livepatch.server.errors import ServerError
-from livepatch.server.reports import Outcome, PatchFacts, accept
+from livepatch.server.reports import Claim, Outcome, accept_many
 from livepatch.server.storage.database import Database
 from livepatch.server.storage.models import Machine
 
@@ -116,9 +117,12 @@ class TelemetryWriter:
         outcomes: list[str | ServerError] = []
         try:
             with self.database.connection(durable=False) as connection:
-                seen: dict[str, PatchFacts] = {}
-                for item in reports:
-                    outcomes.append(self._accept(connection, item, seen))
+                if reports:
+                    claims = [
+                        Claim(item.machine_id, item.credential, item.outcome, item.now)
+                        for item in reports
+                    ]
+                    outcomes = accept_many(connection, claims, {})
                 if check_ins:
                     connection.execute(CHECK_IN, [vars(c) for c in check_ins])
         except SQLAlchemyError as error:
@@ -132,23 +136,6 @@ class TelemetryWriter:
                 item.result.set_exception(outcome)
             else:
                 item.result.set_result(outcome)
-
-    @staticmethod
-    def _accept(
-        connection: Connection, item: PendingReport, patches: dict[str, PatchFacts]
-    ) -> str | ServerError:
-        """The stage, or the refusal; a refused report writes nothing."""
-        try:
-            return accept(
-                connection,
-                item.machine_id,
-                item.credential,
-                item.outcome,
-                now=item.now,
-                patches=patches,
-            )
-        except ServerError as error:
-            return error
 
     def _one_by_one(self, item: PendingReport) -> None:
         try:

@@ -137,3 +137,14 @@ def test_refresh_needs_root(paths):
     result = as_nobody(paths, "refresh")
     assert result.returncode == 4
     assert "needs root" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [("status",), ("status", "--format", "json")])
+def test_status_in_a_state_directory_only_root_enters_says_so_in_one_sentence(paths, argv):
+    paths.root.chmod(0o700)  # the fast path cannot read it either: the full path answers
+    result = as_nobody(paths, *argv)
+    assert (result.returncode, result.stdout) == (4, "")
+    assert result.stderr == (
+        f"livepatch: The state in {paths.root} is readable by root only; "
+        "run `sudo livepatch status` to see it.\n"
+    )

@@ -19,6 +19,7 @@ from livepatch.server import checkins, machines, reports, tokens
 from livepatch.server.errors import (
     Forbidden,
     InvalidRequest,
+    NotFound,
     ServerError,
     TokenExhausted,
     TokenRevoked,
@@ -348,6 +349,25 @@ def test_a_worker_indexes_every_credential_and_reloads_it(service: Service, cloc
         asyncio.run(service.checkins.check_in(second.credential))
 
 
+def test_a_revoked_tokens_machines_leave_the_index_at_the_next_reload(
+    service: Service, clock: Clock
+) -> None:
+    token = make_token(service, limit=10)
+    first, second = enrol(service, token, 1), enrol(service, token, 2)
+    asyncio.run(service.checkins.check_in(first.credential))  # the index loads first
+    assert service.checkins.remembered(second.credential)
+    with service.transaction() as session:  # as `livepatch-admin tokens revoke` does
+        tokens.revoke_token(session, token[:6], now=clock())
+    clock.advance(minutes=4)  # RELOAD: this check-in queues one and is still counted
+    assert service.checkins.remembered(first.credential)
+    with pytest.raises(Unauthenticated):  # a lookup queued behind the reload
+        asyncio.run(service.checkins.check_in("never-enrolled"))
+    assert not service.checkins.remembered(first.credential)
+    assert not service.checkins.remembered(second.credential)
+    with pytest.raises(TokenRevoked):
+        asyncio.run(service.checkins.check_in(second.credential))
+
+
 def test_the_index_is_read_in_chunks(
     service: Service, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -414,3 +434,39 @@ def test_a_cancelled_report_is_dropped_without_harming_its_batch(service: Servic
     with service.transaction() as session:
         [aggregate] = reports.aggregates(session, "lp-k-1")
         assert aggregate.applied == 1
+
+
+def test_one_batch_refuses_and_counts_each_report_on_its_own(service: Service) -> None:
+    token = make_token(service, limit=10)
+    first, second = enrol(service, token, 1), enrol(service, token, 2)
+    with service.transaction() as session:
+        session.add(_patch(service))
+    applied = reports.Outcome("lp-k-1", KERNEL, reports.Result.APPLIED, None, None, 1, 0)
+    healthy = reports.Outcome(
+        "lp-k-1", KERNEL, reports.Result.APPLIED, None, None, 1, 0, reports.Health.HEALTHY
+    )
+    wrong_kernel = reports.Outcome("lp-k-1", "k-other", reports.Result.FAILED, 1, "x", 1, 0)
+    unknown_patch = reports.Outcome("lp-nope", KERNEL, reports.Result.APPLIED, None, None, 1, 0)
+    now = service.clock()
+    batch = [
+        (first.machine_id, first.credential, applied),
+        (first.machine_id, first.credential, healthy),  # the later report updates the row
+        (second.machine_id, first.credential, applied),  # another machine's credential
+        (second.machine_id, "0" * 43, applied),
+        (second.machine_id, second.credential, wrong_kernel),
+        (second.machine_id, second.credential, unknown_patch),
+    ]
+    futures: list[Future[str]] = [Future() for _ in batch]
+    service.telemetry._write(
+        [
+            PendingReport(machine, credential, outcome, now, future)
+            for (machine, credential, outcome), future in zip(batch, futures, strict=True)
+        ]
+    )
+    assert [f.result(timeout=0) for f in futures[:2]] == ["canary", "canary"]
+    errors = [type(f.exception(timeout=0)) for f in futures[2:]]
+    assert errors == [Forbidden, Unauthenticated, reports.ReportRefused, NotFound]
+    with service.transaction() as session:
+        assert [(a.applied, a.failed) for a in reports.aggregates(session, "lp-k-1")] == [(1, 0)]
+        [health] = session.execute(text("SELECT health FROM reports")).scalars()
+        assert health == "healthy"

@@ -68,6 +68,7 @@ class Database:
                 f"No driver for {parsed.drivername!r}: use postgresql+psycopg://."
             ) from error
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._batches = self._batch_engine(url)
         self._writer = threading.Lock()
 
     @contextmanager
@@ -91,15 +92,35 @@ class Database:
     def connection(self, *, durable: bool = True) -> Iterator[Connection]:
         """A Core connection inside one writing transaction, committed on success.
 
-        For hot paths that write with prepared statements and need no ORM.
+        For hot paths that write with prepared statements and need no ORM;
+        `durable=False` allows losing the commit on a crash (telemetry batches).
         """
         queue: AbstractContextManager[object] = nullcontext()
         if self.dialect == "sqlite":
             queue = self._writer
-        with queue, self.engine.begin() as connection:
-            if not durable and self.dialect == "postgresql":
-                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        with queue, (self.engine if durable else self._batches).begin() as connection:
             yield connection
+
+    def _batch_engine(self, url: str) -> Engine:
+        """The engine of non-durable batches (telemetry): on PostgreSQL, no round trip
+        but the batch's own.
+
+        The one batching thread per process writes all the time, so its
+        connection is not pinged before each batch and commits without
+        waiting for the disk (``synchronous_commit=off``, set once per
+        connection). A connection that broke meanwhile fails its batch, is
+        discarded, and the batch's reports are written one by one through
+        the pinged engine.
+        """
+        if self.dialect != "postgresql":
+            return self.engine
+        return create_engine(
+            url,
+            pool_size=1,
+            max_overflow=1,
+            pool_pre_ping=False,
+            connect_args={"options": "-c synchronous_commit=off"},
+        )
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration shipped in the package."""
@@ -112,6 +133,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._batches is not self.engine:
+            self._batches.dispose()
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
