@@ -75,6 +75,10 @@ def inputs(state_dir: str, root: str = "/") -> dict[str, Any]:
         "version": __version__,
         "files": {name: _stat(os.path.join(state_dir, name)) for name in INPUT_FILES},
         "release": _read(os.path.join(proc, "sys/kernel/osrelease")),
+        # Inside the snap this file is readable only while the kernel-state
+        # plug is connected: a disconnected plug must miss the cache, so the
+        # full path names the plug instead of serving an old document.
+        "arch": _read(os.path.join(proc, "sys/kernel/arch")),
         "signature": _read(os.path.join(proc, "version_signature")),
         "boot": _read(os.path.join(proc, "sys/kernel/random/boot_id")),
         "livepatch": os.path.isdir(base),

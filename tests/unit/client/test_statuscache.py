@@ -57,6 +57,8 @@ def test_a_hit_returns_the_document_with_live_fields_refreshed(
         lambda d, k: k.write("proc/sys/kernel/random/boot_id", "another boot\n"),
         lambda d, k: k.write("proc/sys/kernel/osrelease", "6.1.0-57-amd64\n"),
         lambda d, k: k.write("proc/version_signature", "Ubuntu 6.8.0-1.1-generic 6.8.1\n"),
+        # what a snap sees once its kernel-state plug is disconnected: no read
+        lambda d, k: os.remove(os.path.join(k.root, "proc/sys/kernel/arch")),
     ],
     ids=[
         "state",
@@ -67,6 +69,7 @@ def test_a_hit_returns_the_document_with_live_fields_refreshed(
         "reboot",
         "release",
         "signature",
+        "kernel-state-plug-gone",
     ],
 )
 def test_any_change_in_an_input_misses(state_dir: str, tree: FakeKernel, change) -> None:
