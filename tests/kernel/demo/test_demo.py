@@ -164,7 +164,7 @@ def test_faulty_fix3_is_halted_in_canary_by_the_engine(demo: DemoRun) -> None:
     shown = demo.facts.shown[FAULTY.label]
     rollout = shown["rollout"]
     assert (rollout["stage"], rollout["halted"]) == ("canary", True), shown
-    assert "failed to apply it in canary" in rollout["halt_reason"], shown
+    assert "machines failed, crashed or turned unhealthy in canary" in rollout["halt_reason"], shown
     assert [(r["stage"], r["applied"]) for r in shown["reports"]] == [("canary", 0)], shown
     progress = demo.facts.fleet[FAULTY.label]
     assert progress.state.halted and progress.stages() == [Stage.CANARY]
