@@ -92,12 +92,22 @@ def run(argv: Sequence[str], *, timeout: float = 1800, cwd: Path | None = None) 
 
 
 def mirror() -> str:
+    """The Debian package mirror this host's apt uses (deb822 or one-line format)."""
     sources = Path("/etc/apt/sources.list.d/debian.sources")
     if sources.exists():
         for line in sources.read_text().splitlines():
             if line.startswith("URIs:"):
                 return line.split()[1]
-    return "http://deb.debian.org/debian"
+    classic = Path("/etc/apt/sources.list")
+    if classic.exists():
+        for line in classic.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[0] == "deb" and "security" not in fields[2]:
+                return fields[1]
+    raise ImageError(
+        "No Debian package mirror is configured in /etc/apt: the snapd test machine's "
+        "image is made with debootstrap from the mirror apt uses; configure one first."
+    )
 
 
 def kernel_release() -> str:
