@@ -273,13 +273,4 @@ def keys_status(service: Service) -> list[Document]:
     if not directory.is_dir():
         return []
     lines = admin.status(KeyDirectory(directory), service.config.metadata_dir, service.clock())
-    return [
-        {
-            "what": line.what,
-            "subject": line.subject,
-            "not_after": line.not_after.isoformat(),
-            "days_left": round(line.days_left, 1),
-            "warning": line.warning,
-        }
-        for line in lines
-    ]
+    return [line.document() for line in lines]

@@ -81,6 +81,16 @@ class StatusLine:
             return f"{self.what} expires in {int(self.days_left)} days ({self.not_after:%Y-%m-%d})."
         return None
 
+    def document(self) -> dict[str, str | float | None]:
+        """The line as `keys status --format json` and the admin API show it."""
+        return {
+            "what": self.what,
+            "subject": self.subject,
+            "not_after": self.not_after.isoformat(),
+            "days_left": round(self.days_left, 1),
+            "warning": self.warning,
+        }
+
 
 def status(
     keys: KeyDirectory, metadata_dir: Path | None, now: datetime.datetime | None = None

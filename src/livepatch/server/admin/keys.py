@@ -69,16 +69,7 @@ def _status(args: argparse.Namespace) -> int:
     keys = _key_directory(args)
     lines = admin.status(keys, _dirs(args)[1])
     if args.format == "json":
-        document = [
-            {
-                "what": line.what,
-                "subject": line.subject,
-                "not_after": line.not_after.isoformat(),
-                "days_left": round(line.days_left, 1),
-                "warning": line.warning,
-            }
-            for line in lines
-        ]
+        document = [line.document() for line in lines]
         print(json.dumps(document, indent=2))
     else:
         for line in lines:
