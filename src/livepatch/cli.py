@@ -286,9 +286,12 @@ def cmd_disable(args: argparse.Namespace) -> int:
             "(use `livepatch disable --unload` to remove them)."
         )
     if result.service_error is not None:
+        reason = str(result.service_error).rstrip(".")
         print(
-            f"{PROGRAM}: the patch service was not told ({result.service_error}); "
-            "its administrator may need to free this machine's slot.",
+            f"{PROGRAM}: the patch service was not told ({reason}); the "
+            "machine keeps its credential so that `livepatch enable` can prove it is this "
+            "machine: enable and disable it again once the service is reachable to free "
+            "its slot.",
             file=sys.stderr,
         )
     for refusal in result.refused:

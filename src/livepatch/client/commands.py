@@ -239,7 +239,8 @@ class Disabled:
     kept: tuple[str, ...]
     """Our modules left loaded in the kernel."""
     service_error: LivepatchError | None
-    """Why the service could not be told (the machine is disabled locally anyway)."""
+    """Why the service could not be told (the machine is disabled locally anyway, and
+    keeps its credential: the proof that a later `enable` is this machine)."""
     refused: tuple[UnloadRefused, ...] = ()
     """With `unload`: one error for each module the kernel would not take out."""
 
@@ -254,6 +255,11 @@ def disable(rt: Runtime, *, unload: bool) -> Disabled:
     The local de-enrolment is saved before the kernel is asked anything, so a
     patch the kernel will not let go of never leaves the machine half enrolled;
     such a patch is reported in `refused` and stays loaded (never forced).
+
+    When the service could not be told, its record of the machine lives on and
+    only the machine's credential can take it over again (re-enrolment needs
+    proof, see ``enable``): the credential file is kept, 0600, for the next
+    `enable`. It is removed once the service has forgotten the machine.
     """
     paths = rt.paths
     states = StateFile(paths.state)
@@ -276,7 +282,8 @@ def disable(rt: Runtime, *, unload: bool) -> Disabled:
         state = states.load()
         if state.enrolment != enrolment:  # disabled (and maybe enabled again) meanwhile
             raise NotEnabled()
-        credentials.remove()
+        if service_error is None:
+            credentials.remove()
         _reset_metadata(paths)
         state = transitions.disenrolled(state, unloaded=False)
         states.save(state)

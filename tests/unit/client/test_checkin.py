@@ -296,6 +296,26 @@ def test_disable_while_service_down_still_disables_locally(world):
     assert state(world).enrolment is None
 
 
+def test_disable_keeps_the_credential_as_proof_when_the_service_was_not_told(world):
+    enrol(world)
+    world.service.down = 1
+    commands.disable(world.runtime(), unload=False)
+    kept = CredentialFile(world.paths.credential).load()
+    assert kept is not None and kept.token == "secret-credential"
+    assert world.paths.credential.stat().st_mode & 0o777 == 0o600
+    enrol(world)
+    assert world.service.proofs == [None, "secret-credential"]
+
+
+def test_disable_removes_the_credential_once_the_service_forgot_the_machine(world):
+    enrol(world)
+    world.service.down = 1
+    commands.disable(world.runtime(), unload=False)
+    enrol(world)
+    commands.disable(world.runtime(), unload=False)
+    assert CredentialFile(world.paths.credential).load() is None
+
+
 def in_use(name: str) -> ModuleInUse:
     return ModuleInUse(name, errno=errno.EBUSY, refcount=1)
 

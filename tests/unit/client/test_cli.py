@@ -106,6 +106,20 @@ def test_disable_unload_refused_exits_non_zero_with_one_sentence_per_patch(wired
     assert code == 1 and "Machine is not enabled" in err  # the de-enrolment did happen
 
 
+def test_disable_while_the_service_is_down_says_the_credential_is_kept(wired, capsys):
+    assert run(capsys, "enable", "good-token")[0] == 0
+    wired.service.down = 1
+    code, out, err = run(capsys, "disable")
+    assert code == 0 and "Machine disabled" in out
+    assert err.splitlines() == [
+        "livepatch: the patch service was not told (Cannot reach the patch service at "
+        "https://patches.test (connection refused); check the network, the proxy settings "
+        "and remote-server); the machine keeps its credential so that `livepatch enable` "
+        "can prove it is this machine: enable and disable it again once the service is "
+        "reachable to free its slot."
+    ]
+
+
 def test_bad_token_message(wired, capsys):
     code, _, err = run(capsys, "enable", "wrong")
     assert code == 1
