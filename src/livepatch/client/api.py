@@ -187,11 +187,13 @@ class HttpServiceClient:
             raise CredentialRejected()
         message = untrusted.clean(detail.get("message", ""), untrusted.MESSAGE_LIMIT)
         message = message or untrusted.clean(response.reason or "", untrusted.MESSAGE_LIMIT)
-        raise ServiceError(
+        refusal = ServiceError(
             f"The patch service refused {method} {path} with HTTP {status} "
             f"({code or 'no code'}: {message.rstrip('.')}).",
             code=code or "service-error",
         )
+        refusal.status = status
+        raise refusal
 
     def _transport_failure(self, error: BaseException) -> ServiceUnreachable | TlsFailure:
         if isinstance(error, requests.exceptions.SSLError | urllib3.exceptions.SSLError):

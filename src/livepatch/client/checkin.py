@@ -40,7 +40,13 @@ from livepatch.client import health as health_rules
 from livepatch.client import transitions
 from livepatch.client.config import Config
 from livepatch.client.config import load as load_config
-from livepatch.client.errors import ClientError, NotEnabled, UnsupportedKernel
+from livepatch.client.errors import (
+    ClientError,
+    NotEnabled,
+    ServiceError,
+    TokenRevoked,
+    UnsupportedKernel,
+)
 from livepatch.client.intent import Intent, IntentFile, from_earlier_boot
 from livepatch.client.patches import PatchInfo
 from livepatch.client.paths import Paths
@@ -107,6 +113,21 @@ def error_record(error: LivepatchError) -> ErrorRecord:
 def retryable(error: LivepatchError) -> bool:
     """Whether `error` is network or server trouble, worth retrying with backoff."""
     return isinstance(error, ClientError) and error.retryable
+
+
+RETRYABLE_STATUSES = frozenset({401, 408, 429})
+"""4xx answers that say nothing against the report itself: a credential to renew or
+re-enrol (401), a timeout (408), a busy service (429)."""
+
+
+def refused_for_good(error: LivepatchError) -> bool:
+    """Whether the service refused a report so that sending it again can never succeed:
+    403 (``not-admitted``, ``wrong-kernel``, ``duplicate-machine``, ``token-revoked``) and
+    any other 4xx but those in RETRYABLE_STATUSES. Network trouble, 5xx and 429 are not."""
+    if isinstance(error, TokenRevoked):
+        return True
+    status = error.status if isinstance(error, ServiceError) else None
+    return status is not None and 400 <= status < 500 and status not in RETRYABLE_STATUSES
 
 
 class _Superseded(Exception):
@@ -321,22 +342,33 @@ class CheckIn:
         service: ServiceClient,
         credential: Credential,
     ) -> State:
-        """Send queued reports in order; stop at the first failure and keep the rest.
+        """Send queued reports in order; drop those refused for good, stop at the first
+        other failure and keep the rest, in order.
 
-        Only check-ins queue reports and they take turns, so the first `sent`
-        reports on disk are the ones sent.
+        A report the service will never take (``refused_for_good``) must not block
+        the ones behind it: it is logged once, with the service's code, and dropped.
+        Only check-ins queue reports and they take turns, so the first `done`
+        reports on disk are the ones sent or dropped.
         """
-        sent = 0
+        done = 0
         for report in state.pending_reports:
             try:
                 service.report(enrolment.machine_id, credential, report)
             except LivepatchError as error:
-                log.warning("could not send a report yet: %s", error)
-                break
-            sent += 1
-        if not sent:
+                if not refused_for_good(error):
+                    log.warning("could not send a report yet: %s", error)
+                    break
+                log.warning(
+                    "the service refused the %s report on patch %s for good (%s); dropped: %s",
+                    report.result,
+                    report.patch_id,
+                    error.code,
+                    error,
+                )
+            done += 1
+        if not done:
             return state
-        return self._update(enrolment, lambda s: transitions.reports_sent(s, sent))
+        return self._update(enrolment, lambda s: transitions.reports_sent(s, done))
 
     def _judge_due(self, state: State, key: str, now: datetime) -> State:
         """Judge the watched patch once its health window has passed; queue the verdict.

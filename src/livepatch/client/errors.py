@@ -144,6 +144,8 @@ class ServiceError(ClientError):
 
     code = "service-error"
     retryable = True
+    status: int | None = None
+    """The HTTP status of the answer, when there was one."""
 
 
 class ServiceBusy(ServiceError):

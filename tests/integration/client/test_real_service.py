@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from livepatch.client.errors import (
     UnsupportedKernel,
 )
 from livepatch.client.kernelport import KernelAdapter
-from livepatch.client.state import CredentialFile, PatchState, State, StateFile
+from livepatch.client.state import CredentialFile, PatchState, Report, State, StateFile
 from livepatch.client.wiring import default_runtime
 from livepatch.kernel import LivepatchDriver
 from tests.integration.client.proxy import RecordingProxy, running
@@ -318,3 +319,25 @@ def test_credential_is_renewed_before_it_expires(client: Machine, service: Patch
     assert client.check().run().error is None
     assert service.reports(patch_id) == (1, 0)
     assert datetime.now(UTC) < renewed.expires
+
+
+def test_reports_refused_for_good_are_dropped_and_the_rest_delivered(
+    client: Machine, service: PatchService, caplog: pytest.LogCaptureFixture
+) -> None:
+    patch_id = service.publish(client.key, "lp_queue")
+    elsewhere = service.publish(next(KERNELS), "lp_queue_elsewhere")
+    commands.enable(client.rt, service.token())
+    assert service.reports(patch_id) == (1, 0)
+    states = StateFile(client.rt.paths.state)
+    queue = (
+        Report(elsewhere, client.key, "applied"),  # 403 wrong-kernel
+        Report("lp-never-published", client.key, "applied"),  # 404 not-found
+        Report(patch_id, client.key, "failed", reason="a later outcome"),
+    )
+    states.save(replace(states.load(), pending_reports=queue))
+    with caplog.at_level(logging.WARNING, logger="livepatch.client.checkin"):
+        assert client.check().run().error is None
+    assert client.state().pending_reports == ()
+    assert service.reports(patch_id) == (0, 1)  # delivered behind the refused ones
+    codes = [r.args[2] for r in caplog.records if "for good" in r.msg]  # type: ignore[index]
+    assert codes == ["wrong-kernel", "not-found"]

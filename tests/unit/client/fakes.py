@@ -191,6 +191,8 @@ class FakeService:
     clock: Clock = field(default_factory=Clock)
     proofs: list[str | None] = field(default_factory=list)
     """The `proof` of each enrolment."""
+    refusals: dict[str, LivepatchError] = field(default_factory=dict)
+    """Reports on these patch ids are answered with this error."""
 
     def _maybe_down(self, what: str) -> None:
         self.calls.append(what)
@@ -225,6 +227,8 @@ class FakeService:
 
     def report(self, machine_id: str, credential: Credential, report: Report) -> None:
         self._maybe_down("report")
+        if report.patch_id in self.refusals:
+            raise self.refusals[report.patch_id]
         self.reports.append(report)
 
 
