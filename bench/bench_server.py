@@ -134,6 +134,8 @@ UNLIMITED_REPORTS = """\
 [limits]
 report_per_address = {per_second = 1e9, burst = 1000000000}
 report_per_credential = {per_second = 1e9, burst = 1000000000}
+report_per_token_max = {per_second = 1e9, burst = 1000000000}
+report_per_token_slot = {per_second = 1e9, burst = 1000000000}
 """
 
 

@@ -143,6 +143,10 @@ class Limits:
     enrol_per_token: Rate = Rate(5.0, 200)
     report_per_credential: Rate = Rate(0.5, 20)
     report_per_address: Rate = Rate(50.0, 500)
+    report_per_token_slot: Rate = Rate(0.02, 10)
+    """Reports of all the machines of one token: this times the token's machine limit…"""
+    report_per_token_max: Rate = Rate(100.0, 10_000)
+    """…at most this (``buckets.token_rate``)."""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Limits:

@@ -7,7 +7,14 @@ and what to do.
 
 from __future__ import annotations
 
+import math
+
 from livepatch.errors import LivepatchError
+
+
+def retry_after(wait: float) -> str:
+    """The Retry-After value (whole seconds, at least 1) for a wait."""
+    return str(max(1, math.ceil(wait)))
 
 
 class ServerError(LivepatchError):
@@ -73,6 +80,17 @@ class Conflict(ServerError):
 class InvalidRequest(ServerError):
     status = 422
     code = "invalid-request"
+
+
+class RateLimited(ServerError):
+    """429: over a rate limit; ``retry_after`` is the wait, sent as Retry-After."""
+
+    status = 429
+    code = "rate-limited"
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"Too many requests: try again in {retry_after(wait)} seconds.")
+        self.retry_after = wait
 
 
 class ConfigurationError(ServerError):

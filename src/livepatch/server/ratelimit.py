@@ -3,11 +3,13 @@
 Token buckets in memory, per worker process (see ``config.Limits``):
 
 - ``POST /v1/enrol``: per client address and per enrolment token;
-- ``POST /v1/machines/{id}/reports``: per machine credential and per address.
+- ``POST /v1/machines/{id}/reports``: per machine credential and per address;
+  per enrolment token once the credential is looked up (``buckets.TokenBudget``,
+  applied where reports are checked, ``reports.accept_many``).
 
 Secrets are keyed by their SHA-256 digest, never kept as they are. Everything
-else passes straight through. The bucket arithmetic (``Buckets``) is pure:
-it is given the time.
+else passes straight through. The bucket arithmetic (``buckets.Buckets``) is
+pure: it is given the time.
 """
 
 from __future__ import annotations
@@ -15,48 +17,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from livepatch.server.api.fastpath import ASGIApp, Message, Receive, Scope, Send, bearer
-from livepatch.server.config import Limits, Rate
+from livepatch.server.buckets import Buckets
+from livepatch.server.config import Limits
+from livepatch.server.errors import RateLimited, retry_after
 from livepatch.server.metrics import Metrics
 
-MAX_KEYS = 100_000
-"""Keys remembered per bucket set; the least recently used go first (they are full again)."""
-
 _REPORT = re.compile(r"/v1/machines/[^/]+/reports")
-
-
-class Buckets:
-    """A token bucket per key."""
-
-    def __init__(self, rate: Rate, *, max_keys: int = MAX_KEYS) -> None:
-        self.rate = rate
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str, now: float) -> float:
-        """Take one token: 0.0 when allowed, else the seconds until one is available."""
-        tokens, last = self._buckets.pop(key, (float(self.rate.burst), now))
-        tokens = min(float(self.rate.burst), tokens + (now - last) * self.rate.per_second)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.rate.per_second
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
-        return wait
-
-
-def retry_after(wait: float) -> str:
-    """The Retry-After value (whole seconds, at least 1) for a wait."""
-    return str(max(1, math.ceil(wait)))
 
 
 def _digest(secret: bytes) -> str:
@@ -149,12 +120,8 @@ async def _peek(receive: Receive, limit: int) -> tuple[bytes, bool, Receive]:
 
 
 async def _too_many(send: Send, wait: float) -> None:
-    document = {
-        "error": {
-            "code": "rate-limited",
-            "message": f"Too many requests: try again in {retry_after(wait)} seconds.",
-        }
-    }
+    refusal = RateLimited(wait)
+    document = {"error": {"code": refusal.code, "message": refusal.message}}
     body = json.dumps(document).encode()
     headers = [
         (b"content-type", b"application/json"),

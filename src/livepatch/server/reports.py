@@ -34,10 +34,12 @@ from sqlalchemy.sql.dml import Insert
 
 from livepatch.rollout import RolloutState, Stage, Tier, admits
 from livepatch.server import secrets
+from livepatch.server.buckets import TokenBudget
 from livepatch.server.engine import Outcomes
 from livepatch.server.errors import (
     Forbidden,
     NotFound,
+    RateLimited,
     ServerError,
     TokenRevoked,
     Unauthenticated,
@@ -97,6 +99,8 @@ class Reporter:
     token_id: int | None
     """None only for reports recorded without enrolment (simulations): uncapped."""
     duplicate: bool
+    machine_limit: int | None = None
+    """The token's machine limit (its reports budget scales with it)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ _REPORTER_COLUMNS = select(
     Machine.token_id,
     Machine.duplicate,
     Token.revoked,
+    Token.machine_limit,
 ).join(Token, Token.id == Machine.token_id)
 _REPORTER = _REPORTER_COLUMNS.where(Machine.credential_digest == bindparam("digest"))
 _REPORTERS = _REPORTER_COLUMNS.where(
@@ -203,8 +208,9 @@ def reporter(executor: Executor, machine_id: str, credential: str, *, now: datet
     return checked_reporter(row, machine_id, credential, now=now)
 
 
-ReporterRow = Row[str, str, datetime, str, str, int, bool, datetime | None]
-"""A row of ``_REPORTER``: machine id, credential digest and expiry, tier, kernel, token."""
+ReporterRow = Row[str, str, datetime, str, str, int, bool, datetime | None, int]
+"""A row of ``_REPORTER``: machine id, credential digest and expiry, tier, kernel, token,
+duplicate, the token's revocation and machine limit."""
 
 
 def checked_reporter(
@@ -219,7 +225,14 @@ def checked_reporter(
         raise Forbidden("This credential belongs to another machine: use the machine's own.")
     if row.revoked is not None:
         raise TokenRevoked()
-    return Reporter(row.machine_id, Tier(row.tier), row.kernel, row.token_id, row.duplicate)
+    return Reporter(
+        row.machine_id,
+        Tier(row.tier),
+        row.kernel,
+        row.token_id,
+        row.duplicate,
+        row.machine_limit,
+    )
 
 
 def patch_facts(executor: Executor, patch_id: str) -> PatchFacts:
@@ -267,14 +280,19 @@ class Claim:
 
 
 def accept_many(
-    connection: Connection, claims: Sequence[Claim], patches: dict[str, PatchFacts]
+    connection: Connection,
+    claims: Sequence[Claim],
+    patches: dict[str, PatchFacts],
+    budget: TokenBudget | None = None,
 ) -> list[str | ServerError]:
     """``accept`` for a batch, in one transaction: for each claim its stage or its refusal.
 
     The same rules as ``accept``, with one query for every reporter and one
     statement (executed many times, pipelined by the driver) for every
     counted report, instead of two round trips per report. `patches`
-    remembers the patches read (a patch is read once per batch).
+    remembers the patches read (a patch is read once per batch). With a
+    `budget`, each authenticated report takes one from its token's, and one
+    over it is refused with ``RateLimited`` (429), whatever else is wrong.
     """
     digests = [secrets.digest(claim.credential) for claim in claims]
     rows = {
@@ -291,6 +309,10 @@ def accept_many(
             machine = checked_reporter(
                 rows.get(digest), claim.machine_id, claim.credential, now=claim.now
             )
+            if budget is not None and machine.token_id is not None:
+                wait = budget.take(machine.token_id, machine.machine_limit)
+                if wait > 0:
+                    raise RateLimited(wait)
             patch = patches.get(claim.outcome.patch_id)
             if patch is None:
                 patch = patches[claim.outcome.patch_id] = patch_facts(

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from livepatch.server import reports
 from livepatch.server.blobs import BlobStore, DirectoryBlobStore, open_store
+from livepatch.server.buckets import TokenBudget
 from livepatch.server.checkins import CheckIns
 from livepatch.server.config import ServerConfig
 from livepatch.server.errors import Conflict, ServerError
@@ -62,7 +63,9 @@ class Service:
         # A remote store is asked whether a file changed at most once a second.
         self.static = StaticFiles(self.store, revalidate=0.0 if local else REMOTE_REVALIDATE)
         self.metrics = Metrics()
-        self.telemetry = TelemetryWriter(self.database, self._record_report, _storage_error)
+        limits = config.limits
+        budget = TokenBudget(limits.report_per_token_slot, limits.report_per_token_max)
+        self.telemetry = TelemetryWriter(self.database, self._record_report, _storage_error, budget)
         self.checkins = CheckIns(
             lambda: self.transaction(readonly=True), self.telemetry, self.metrics, clock
         )

@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql.dml import Update
 
 from livepatch.server.batching import Batcher
+from livepatch.server.buckets import TokenBudget
 from livepatch.server.errors import ServerError
 from livepatch.server.reports import Claim, Outcome, accept_many
 from livepatch.server.storage.database import Database
@@ -73,10 +74,19 @@ CHECK_IN: Update = (
 class TelemetryWriter:
     """Reports and check-ins of this process, written by one thread in batches."""
 
-    def __init__(self, database: Database, fallback: Fallback, failure: Failure) -> None:
+    def __init__(
+        self,
+        database: Database,
+        fallback: Fallback,
+        failure: Failure,
+        budget: TokenBudget | None = None,
+    ) -> None:
+        """`budget`: the reports budget of each token (checked in the batch; the
+        one-by-one fallback re-runs reports the batch charged already)."""
         self.database = database
         self.fallback = fallback
         self.failure = failure
+        self.budget = budget
         self._batcher: Batcher[PendingReport | PendingCheckIn] = Batcher(
             "livepatch-telemetry", self._write
         )
@@ -122,7 +132,7 @@ class TelemetryWriter:
                         Claim(item.machine_id, item.credential, item.outcome, item.now)
                         for item in reports
                     ]
-                    outcomes = accept_many(connection, claims, {})
+                    outcomes = accept_many(connection, claims, {}, self.budget)
                 if check_ins:
                     connection.execute(CHECK_IN, [vars(c) for c in check_ins])
         except SQLAlchemyError as error:

@@ -31,6 +31,7 @@ header_timeout = {HEADER_TIMEOUT}
 body_timeout = 2.0
 enrol_per_address = {{per_second = 0.2, burst = 5}}
 report_per_credential = {{per_second = 0.1, burst = 3}}
+report_per_token_slot = {{per_second = 0.01, burst = 2}}
 """
 
 
@@ -196,6 +197,33 @@ def test_enrolment_and_reports_are_rate_limited_with_retry_after(server: LiveSer
         path = f"/v1/machines/{machine['machine_id']}/reports"
         answers = [client.post(path, json=report, headers=auth).status_code for _ in range(4)]
         assert answers == [404, 404, 404, 429]
+
+
+def test_reports_are_limited_per_token_across_its_machines(server: LiveServer) -> None:
+    """Two machines of a 2-slot token share 2 x 2 reports at once (0.02/s after that),
+    although each machine's credential alone would allow 3."""
+    token = server.admin_json("tokens", "create", "--machines", "2")["token"]
+    # From an address of its own: the enrolment test may have used this one's budget.
+    own_address = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=server.url, timeout=10, transport=own_address) as client:
+        machines = [client.post("/v1/enrol", json=enrol_body(token)).json() for _ in range(2)]
+        report = {
+            "patch_id": "lp-none",
+            "kernel": KERNEL,
+            "result": "applied",
+            "duration_ms": 1,
+            "taint": 0,
+        }
+        answers = []
+        for machine, times in zip(machines, (3, 2), strict=True):
+            auth = {"Authorization": f"Bearer {machine['credential']}"}
+            path = f"/v1/machines/{machine['machine_id']}/reports"
+            for _ in range(times):
+                response = client.post(path, json=report, headers=auth)
+                answers.append(response.status_code)
+    assert answers == [404, 404, 404, 404, 429]
+    assert response.json()["error"]["code"] == "rate-limited"
+    assert 40 <= int(response.headers["retry-after"]) <= 50  # a token a 50 s
 
 
 def test_the_data_directory_and_database_are_private(server: LiveServer) -> None:

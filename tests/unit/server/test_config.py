@@ -79,6 +79,10 @@ def test_limits_and_evidence_defaults(tmp_path: Path) -> None:
         Rate(5.0, 100),
         Rate(0.5, 20),
     )
+    assert (limits.report_per_token_slot, limits.report_per_token_max) == (
+        Rate(0.02, 10),
+        Rate(100.0, 10_000),
+    )
     assert (config.policy.minimum_applied, config.policy.minimum_tokens) == (5, 1)
     assert config.metrics_token is None
 

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from livepatch.server.errors import ServerError
+from livepatch.server.errors import ServerError, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,14 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, *, retry: float | None = None
+) -> JSONResponse:
+    """The JSON error; with `retry` (seconds to wait) a Retry-After header too."""
+    headers = None if retry is None else {"Retry-After": retry_after(retry)}
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def validation_message(error: RequestValidationError) -> str:
@@ -51,7 +57,7 @@ def validation_message(error: RequestValidationError) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServerError)
     async def _server_error(_request: Request, error: ServerError) -> JSONResponse:
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, retry=error.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:

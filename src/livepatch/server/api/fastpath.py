@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from livepatch.server import machines
 from livepatch.server.api.machines import record_report
 from livepatch.server.api.schemas import ReportRequest
-from livepatch.server.errors import NotFound, ServerError, Unauthenticated
+from livepatch.server.errors import NotFound, ServerError, Unauthenticated, retry_after
 from livepatch.server.service import Service
 
 Scope = MutableMapping[str, Any]
@@ -157,7 +157,10 @@ class FastPaths:
             stage = await record_report(self.service, machine_id, credential, request)
         except ServerError as error:
             document = {"error": {"code": error.code, "message": error.message}}
-            await _send_json(send, error.status, document)
+            extra = []
+            if error.retry_after is not None:
+                extra = [(b"retry-after", retry_after(error.retry_after).encode())]
+            await _send_json(send, error.status, document, extra)
             return
         await _send_json(send, 202, {"stage": stage})
 
@@ -227,8 +230,10 @@ def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
     return replayed
 
 
-async def _send_json(send: Send, status: int, document: Any) -> None:
+async def _send_json(
+    send: Send, status: int, document: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps(document, separators=(",", ":")).encode()
-    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    headers = [*_JSON, (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
