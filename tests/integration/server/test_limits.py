@@ -92,9 +92,52 @@ def test_a_50_mb_body_is_refused_with_413_without_growing_the_worker(server: Liv
     assert rss_kib(server.process.pid) - before < 20 * 1024
 
 
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident size since the last ``reset_peak_rss``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def test_an_admin_upload_without_a_valid_key_is_refused_before_its_body_is_read(
+    server: LiveServer,
+) -> None:
+    """23 MiB (under the admin limit) to the upload route: 401 whatever the key, and the
+    worker's peak memory does not grow by the body's size (it was read, parsed as JSON
+    and only then refused)."""
+    pid = server.process.pid
+    body = b'{"module_base64": "' + b"A" * (23 * 1024 * 1024) + b'"}'
+    forged = "lpadm_" + "x" * 43
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for key in (None, forged):
+            reset_peak_rss(pid)
+            before = peak_rss_kib(pid)
+            headers = {"content-type": "application/json"}
+            if key is not None:
+                headers["X-Admin-Key"] = key
+            response = client.post("/v1/admin/patches", content=body, headers=headers)
+            assert response.status_code == 401, response.text
+            assert response.json()["error"]["code"] == "unauthenticated"
+            assert peak_rss_kib(pid) - before < 8 * 1024
+        # With a valid key the body is read and validated (the module is too long: 422).
+        key = server.admin_json("admins", "create", "uploader", "--role", "operator")["key"]
+        response = client.post(
+            "/v1/admin/patches",
+            content=body,
+            headers={"content-type": "application/json", "X-Admin-Key": key},
+        )
+        assert response.status_code == 422, response.text
+        assert "module_base64" in response.json()["error"]["message"]
+
+
 def test_the_admin_api_reads_bodies_up_to_its_own_limit(server: LiveServer) -> None:
-    """Published modules travel base64-encoded to /v1/admin: 2 MiB is read (then refused
-    for want of an API key), 30 MiB is not."""
+    """Published modules travel base64-encoded to /v1/admin: 2 MiB is refused for want
+    of an API key (before it is read), 30 MiB for its size."""
     body = b'{"module_base64": "' + b"A" * (2 * 1024 * 1024) + b'"}'
     with httpx.Client(base_url=server.url, timeout=30) as client:
         response = client.post(

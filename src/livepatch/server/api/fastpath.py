@@ -12,7 +12,13 @@ answered here:
   download (a module per machine and patch: rare), unless the service
   runs with ``--public-targets``;
 - a well-formed report POST with a credential (validated by the same
-  pydantic model as the API's; refusals get the same JSON errors).
+  pydantic model as the API's; refusals get the same JSON errors);
+- the authentication of an admin request whose body is larger than
+  ``max_body_bytes`` (a module upload may be up to ``max_admin_body_bytes``):
+  FastAPI reads a body before it checks the ``X-Admin-Key`` dependency, so the
+  key is checked here first and a request without a valid one is answered
+  401 before its body is read (uvicorn stops reading a request's body
+  after 64 KiB until the application asks for it).
 
 Anything else, including every request this would answer with a validation
 error or any doubt (a malformed credential, a missing file, an unexpected
@@ -32,6 +38,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from livepatch.server import machines
+from livepatch.server.api.admin import ADMIN_KEY_HEADER
+from livepatch.server.api.admin import authenticate as authenticate_admin
 from livepatch.server.api.machines import record_report
 from livepatch.server.api.schemas import ReportRequest
 from livepatch.server.errors import NotFound, ServerError, Unauthenticated, retry_after
@@ -47,6 +55,7 @@ _METADATA = "/v1/metadata/"
 _TARGETS = "/v1/targets/"
 _REPORT = re.compile(r"/v1/machines/([A-Za-z0-9][A-Za-z0-9._:-]{0,127})/reports")
 MAX_REPORT_BYTES = 16 * 1024
+ADMIN_KEY_HEADER_BYTES = ADMIN_KEY_HEADER.lower().encode()
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -81,6 +90,13 @@ class FastPaths:
                 status, code, message = refusal
                 await _send_json(send, status, {"error": {"code": code, "message": message}})
                 return
+            if admin and declared_length(scope["headers"]) > self.limits.max_body_bytes:
+                try:
+                    await asyncio.to_thread(authenticate_admin, self.service, _admin_key(scope))
+                except ServerError as error:
+                    document = {"error": {"code": error.code, "message": error.message}}
+                    await _send_json(send, error.status, document)
+                    return
         await self.app(scope, receive, send)
 
     async def _static(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,6 +213,21 @@ def body_refusal(headers: list[tuple[bytes, bytes]], limit: int) -> tuple[int, s
         return (411, "length-required", "Send the request body with a Content-Length.")
     if not length.isdigit() or int(length) > limit:
         return (413, "body-too-large", f"The request body exceeds {limit} bytes.")
+    return None
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The Content-Length a request declares (0 when none or not a number)."""
+    for name, value in headers:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _admin_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == ADMIN_KEY_HEADER_BYTES:
+            return str(value.decode("latin-1"))
     return None
 
 
