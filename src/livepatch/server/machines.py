@@ -202,6 +202,34 @@ def renew(
     return Credential(machine.machine_id, secret, machine.credential_expires, Tier(machine.tier))
 
 
+def boot_kernel(
+    session: Session,
+    machine_id: str,
+    credential: str,
+    facts: KernelChange,
+    *,
+    now: datetime,
+) -> Machine:
+    """Record the kernel the machine runs now (it booted another one since it enrolled).
+
+    Reports count only for the kernel on record, and enrolling again needs the
+    token, which a machine does not keep. The credential proves the machine
+    is the one of the record, so this changes nothing but its own kernel and
+    architecture: no new record, slot, tier or credential.
+    """
+    machine = authenticate_as(session, machine_id, credential, now=now)
+    machine.kernel = facts.kernel
+    machine.architecture = facts.architecture
+    machine.last_seen = now
+    return machine
+
+
+@dataclass(frozen=True)
+class KernelChange:
+    kernel: str
+    architecture: str
+
+
 def deenrol(session: Session, machine_id: str, credential: str, *, now: datetime) -> None:
     """Forget the machine, freeing its token slot."""
     machine = authenticate_as(session, machine_id, credential, now=now, revoked_ok=True)

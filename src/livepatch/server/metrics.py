@@ -50,6 +50,7 @@ COUNTERS: dict[str, str] = {
     ),
     "livepatch_report_refusals_total": "Reports refused, by error code.",
     "livepatch_rate_limited_total": "Requests refused with 429, by endpoint.",
+    "livepatch_kernel_changes_total": "Machines that told the service they booted another kernel.",
 }
 
 

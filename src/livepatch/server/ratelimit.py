@@ -5,7 +5,8 @@ Token buckets in memory, per worker process (see ``config.Limits``):
 - ``POST /v1/enrol``: per client address and per enrolment token;
 - ``POST /v1/machines/{id}/reports``: per machine credential and per address;
   per enrolment token once the credential is looked up (``buckets.TokenBudget``,
-  applied where reports are checked, ``reports.accept_many``).
+  applied where reports are checked, ``reports.accept_many``);
+- ``PUT /v1/machines/{id}/kernel``: in the same buckets as reports.
 
 Secrets are keyed by their SHA-256 digest, never kept as they are. Everything
 else passes straight through. The bucket arithmetic (``buckets.Buckets``) is
@@ -27,7 +28,7 @@ from livepatch.server.config import Limits
 from livepatch.server.errors import RateLimited, retry_after
 from livepatch.server.metrics import Metrics
 
-_REPORT = re.compile(r"/v1/machines/[^/]+/reports")
+_MACHINE_WRITE = re.compile(r"/v1/machines/[^/]+/(reports|kernel)")
 
 
 def _digest(secret: bytes) -> str:
@@ -54,7 +55,7 @@ class RateLimits:
         self.report_address = Buckets(limits.report_per_address)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
@@ -67,12 +68,12 @@ class RateLimits:
             if token is not None:
                 wait = max(wait, self.enrol_token.take(_digest(token), now))
             endpoint = "enrol"
-        elif _REPORT.fullmatch(path):
+        elif (found := _MACHINE_WRITE.fullmatch(path)) is not None:
             wait = self.report_address.take(address, now)
             credential = _authorization(scope)
             if credential is not None:
                 wait = max(wait, self.report_credential.take(_digest(credential.encode()), now))
-            endpoint = "reports"
+            endpoint = found.group(1)
         else:
             await self.app(scope, receive, send)
             return

@@ -555,3 +555,46 @@ def current_targets(live: LiveServer) -> dict[str, Any]:
         client.get(f"/v1/metadata/{version}.targets.json").content
     )
     return document
+
+
+def test_a_machine_records_the_kernel_it_booted_and_only_its_own(
+    live: LiveServer, module_file: Path
+) -> None:
+    """Reports count for the kernel on record; a machine that booted another kernel
+    says so with its credential: its own record changes (no new one), no other."""
+    booted = f"6.1.0-{uuid.uuid4().int % 1000 + 1000}-amd64"
+    published = live.admin_json(
+        "publish", "--no-preflight", str(module_file), "--kernel", booted,
+        "--cve", "CVE-2024-1086", "--severity", "high", "--description", "fix",
+    )  # fmt: skip
+    patch_id = published["patch_id"]
+    live.admin("patches", "promote", patch_id, "--to", "all")
+    token = new_token(live, machines=2)
+    machine, other = enrol(live, token), enrol(live, token)
+    client = live.client()
+    own = bearer(machine["credential"])
+    report = {"patch_id": patch_id, "kernel": booted, "result": "applied", "duration_ms": 1}
+    reports = f"/v1/machines/{machine['machine_id']}/reports"
+    assert_error(
+        client.post(reports, json={**report, "taint": 0}, headers=own), 403, "wrong-kernel"
+    )
+
+    change = {"kernel": booted, "architecture": "amd64"}
+    path = f"/v1/machines/{other['machine_id']}/kernel"
+    assert_error(client.put(path, json=change), 401, "unauthenticated")
+    assert_error(client.put(path, json=change, headers=own), 403, "forbidden")
+    mine = f"/v1/machines/{machine['machine_id']}/kernel"
+    assert_error(
+        client.put(mine, json={**change, "kernel": "../x"}, headers=own), 422, "invalid-request"
+    )
+    answer = client.put(mine, json=change, headers=own)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == change
+
+    accepted = client.post(reports, json={**report, "taint": 0}, headers=own)
+    assert accepted.status_code == 202, accepted.text
+    shown = live.admin_json("machines", "show", machine["machine_id"])
+    assert shown["kernel"] == booted
+    assert live.admin_json("machines", "show", other["machine_id"])["kernel"] == KERNEL
+    [listed] = [t for t in live.admin_json("tokens", "list") if t["hint"] == token[:6]]
+    assert listed["machines"] == 2  # the same records: no new one, no freed slot

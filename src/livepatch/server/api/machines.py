@@ -1,4 +1,4 @@
-"""Enrolment, credential renewal, de-enrolment and apply reports."""
+"""Enrolment, credential renewal, kernel changes, de-enrolment and apply reports."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from livepatch.server.api.deps import CredentialDep, ServiceDep
 from livepatch.server.api.schemas import (
     EnrolRequest,
     EnrolResponse,
+    KernelRequest,
+    KernelResponse,
     RenewResponse,
     ReportRequest,
     ReportResponse,
@@ -87,6 +89,24 @@ def renew(
         )
     service.checkins.forget(credential)
     return RenewResponse(credential=renewed.credential, expires=renewed.expires)
+
+
+@router.put(
+    "/machines/{machine_id}/kernel",
+    response_model=KernelResponse,
+    responses=errors(401, 403, 422, 429, 503),
+    summary="Record the kernel the machine booted since it enrolled",
+)
+def boot_kernel(
+    machine_id: MachinePath, body: KernelRequest, credential: CredentialDep, service: ServiceDep
+) -> KernelResponse:
+    """Reports count for the kernel on record: a machine that booted another kernel
+    says so with its credential (it cannot change any other record)."""
+    change = machines.KernelChange(body.kernel, body.architecture)
+    with service.transaction() as session:
+        machines.boot_kernel(session, machine_id, credential, change, now=service.clock())
+    service.metrics.inc("livepatch_kernel_changes_total")
+    return KernelResponse(kernel=change.kernel, architecture=change.architecture)
 
 
 @router.delete(

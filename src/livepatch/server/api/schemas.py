@@ -56,6 +56,16 @@ class EnrolResponse(BaseModel):
     )
 
 
+class KernelRequest(Request):
+    kernel: KernelKey
+    architecture: Architecture
+
+
+class KernelResponse(BaseModel):
+    kernel: str
+    architecture: str
+
+
 class RenewResponse(BaseModel):
     credential: str
     expires: datetime
