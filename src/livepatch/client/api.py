@@ -112,6 +112,16 @@ class HttpServiceClient:
         except (KeyError, ValueError, TypeError) as error:
             raise self._malformed(path) from error
 
+    def boot_kernel(
+        self, machine_id: str, credential: Credential, kernel: str, architecture: str
+    ) -> None:
+        self._call(
+            "PUT",
+            f"/v1/machines/{machine_id}/kernel",
+            credential=credential,
+            json_body={"kernel": kernel, "architecture": architecture},
+        )
+
     def deregister(self, machine_id: str, credential: Credential) -> None:
         self._call("DELETE", f"/v1/machines/{machine_id}", credential=credential)
 

@@ -247,7 +247,8 @@ class CheckIn:
                 state = self._judge_due(self._current(enrolment), key, now)
             credential = self._fresh_credential(enrolment, credential, config, now)
             service = self.rt.service(config)
-            state = self._flush_reports(state, enrolment, service, credential)
+            state = self._flush_reports(state, enrolment, service, credential, key)
+            enrolment, state = self._kernel_on_record(state, enrolment, service, credential, key)
             source = self.rt.metadata(config, paths, credential)
             source.refresh()
             patches = source.patches()
@@ -282,7 +283,7 @@ class CheckIn:
             outcome = self._apply(enrolment, target, source, key, now, window)
         else:
             return Outcome(state)
-        state = self._flush_reports(outcome.state, enrolment, service, credential)
+        state = self._flush_reports(outcome.state, enrolment, service, credential, key)
         return replace(outcome, state=state)
 
     def _stage_metadata(self) -> Path:
@@ -341,17 +342,22 @@ class CheckIn:
         enrolment: Enrolment,
         service: ServiceClient,
         credential: Credential,
+        key: str,
     ) -> State:
         """Send queued reports in order; drop those refused for good, stop at the first
         other failure and keep the rest, in order.
 
         A report the service will never take (``refused_for_good``) must not block
         the ones behind it: it is logged once, with the service's code, and dropped.
+        A report on the running kernel `key` waits while the service has another
+        kernel on record for the machine (``_kernel_on_record`` tells it first).
         Only check-ins queue reports and they take turns, so the first `done`
         reports on disk are the ones sent or dropped.
         """
         done = 0
         for report in state.pending_reports:
+            if report.kernel == key != enrolment.kernel:
+                break
             try:
                 service.report(enrolment.machine_id, credential, report)
             except LivepatchError as error:
@@ -369,6 +375,45 @@ class CheckIn:
         if not done:
             return state
         return self._update(enrolment, lambda s: transitions.reports_sent(s, done))
+
+    def _kernel_on_record(
+        self,
+        state: State,
+        enrolment: Enrolment,
+        service: ServiceClient,
+        credential: Credential,
+        key: str,
+    ) -> tuple[Enrolment, State]:
+        """Tell the service the machine runs kernel `key` when it has another on record
+        (the machine booted a new kernel since it enrolled); the enrolment and state then.
+
+        Reports count only for the kernel on record, so the service is told before
+        the first report on `key` is sent, and only once the reports on the earlier
+        kernel ahead of it are delivered (or dropped): they still count for it. The
+        machine proves itself with its credential and keeps its record. A service
+        without this request (404, 405) is not asked again: reports go on as before.
+        """
+        pending = state.pending_reports
+        if enrolment.kernel == key or (pending and pending[0].kernel != key):
+            return enrolment, state
+        architecture = self.rt.kernel.identity().architecture
+        try:
+            service.boot_kernel(enrolment.machine_id, credential, key, architecture)
+        except ServiceError as error:
+            if error.status not in (404, 405):
+                raise
+            log.warning(
+                "the patch service cannot record that this machine runs kernel %s (%s): "
+                "enable the machine again for its reports to count",
+                key,
+                error.code,
+            )
+        else:
+            log.info("told the patch service that this machine runs kernel %s now", key)
+        updated = replace(enrolment, kernel=key)
+        with locked(self.rt.paths.lock):
+            state = self._save(replace(self._current(enrolment), enrolment=updated))
+        return updated, self._flush_reports(state, updated, service, credential, key)
 
     def _judge_due(self, state: State, key: str, now: datetime) -> State:
         """Judge the watched patch once its health window has passed; queue the verdict.

@@ -194,7 +194,9 @@ def enable(rt: Runtime, token: str) -> Enabled:
         CredentialFile(paths.credential).save(
             Credential(credential.token, credential.expires, credential.issued or rt.clock())
         )
-        enrolment = Enrolment(result.machine_id, result.tier, config.remote_server, rt.clock())
+        enrolment = Enrolment(
+            result.machine_id, result.tier, config.remote_server, rt.clock(), identity.key
+        )
         states.save(transitions.enrolled(state, enrolment))
     answer = _ask_daemon(paths, "refresh")
     if answer is not None:

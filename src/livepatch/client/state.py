@@ -134,6 +134,9 @@ class Enrolment:
     tier: str
     server: str
     enrolled_at: datetime
+    kernel: str | None = None
+    """The kernel key the service has on record for this machine (enrolled with, or told
+    since); None in state written before it was kept: not known."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,7 @@ def to_json(state: State) -> dict[str, Any]:
             "tier": enrolment.tier,
             "server": enrolment.server,
             "enrolled_at": enrolment.enrolled_at.isoformat(),
+            "kernel": enrolment.kernel,
         },
         "kernel": state.kernel,
         "supported": state.supported.value,
@@ -297,6 +301,7 @@ def from_json(data: Mapping[str, Any]) -> State:
             tier=str(enrolment["tier"]),
             server=str(enrolment["server"]),
             enrolled_at=datetime.fromisoformat(enrolment["enrolled_at"]),
+            kernel=enrolment.get("kernel"),
         ),
         kernel=data.get("kernel"),
         supported=Support(data.get("supported", Support.UNKNOWN)),

@@ -66,17 +66,20 @@ class Machine:
         return CheckIn(replace(self.rt, **changes))  # type: ignore[arg-type]
 
 
-def machine(tmp_path: Path, service: PatchService) -> Machine:
+def booted(rt: Runtime, root: Path) -> Machine:
+    """`rt` running a kernel of its own (a fresh tree under `root`)."""
     key = next(KERNELS)
-    root = tmp_path / "kernel"
     root.mkdir()
     fake = FakeKernel(root)
     fake.write("proc/sys/kernel/osrelease", f"{key}\n")
     driver = LivepatchDriver(root, syscalls=FakeSyscalls(fake), clock=fake.clock, sleep=fake.sleep)
+    return Machine(replace(rt, kernel=KernelAdapter(root, driver=driver)), fake, key)
+
+
+def machine(tmp_path: Path, service: PatchService) -> Machine:
     rt = default_runtime({"LIVEPATCH_STATE_DIR": str(tmp_path / "client")})
-    rt = replace(rt, kernel=KernelAdapter(root, driver=driver))
     commands.set_config(rt.paths, [f"remote-server={service.url}", f"ca-certs={service.ca}"])
-    return Machine(rt, fake, key)
+    return booted(rt, tmp_path / "kernel")
 
 
 @pytest.fixture(autouse=True)
@@ -341,3 +344,22 @@ def test_reports_refused_for_good_are_dropped_and_the_rest_delivered(
     assert service.reports(patch_id) == (0, 1)  # delivered behind the refused ones
     codes = [r.args[2] for r in caplog.records if "for good" in r.msg]  # type: ignore[index]
     assert codes == ["wrong-kernel", "not-found"]
+
+
+def test_after_a_reboot_into_another_kernel_its_reports_count_on_the_same_record(
+    client: Machine, service: PatchService, tmp_path: Path
+) -> None:
+    first = service.publish(client.key, "lp_before_reboot")
+    commands.enable(client.rt, service.token(machines=1))
+    machine_id = client.state().enrolment.machine_id  # type: ignore[union-attr]
+    assert service.reports(first) == (1, 0)
+    rebooted = booted(client.rt, tmp_path / "kernel-after-reboot")
+    second = service.publish(rebooted.key, "lp_after_reboot")
+    outcome = rebooted.check().run()
+    assert outcome.error is None and outcome.applied is not None
+    assert rebooted.state().pending_reports == ()
+    assert service.reports(second) == (1, 0)  # counted: not refused as wrong-kernel
+    shown = service.admin_json("machines", "show", machine_id)
+    assert (shown["kernel"], shown["duplicate"]) == (rebooted.key, False)
+    [listed] = [m for m in service.admin_json("machines", "list") if m["machine_id"] == machine_id]
+    assert listed["kernel"] == rebooted.key  # one record, moved to the new kernel

@@ -193,6 +193,9 @@ class FakeService:
     """The `proof` of each enrolment."""
     refusals: dict[str, LivepatchError] = field(default_factory=dict)
     """Reports on these patch ids are answered with this error."""
+    kernels: list[str] = field(default_factory=list)
+    """The kernels the machine said it booted (``boot_kernel``)."""
+    kernel_refusal: LivepatchError | None = None
 
     def _maybe_down(self, what: str) -> None:
         self.calls.append(what)
@@ -221,6 +224,14 @@ class FakeService:
         self._maybe_down("renew")
         self.renewals += 1
         return Credential(f"renewed-{self.renewals}", self.clock() + self.lifetime, self.clock())
+
+    def boot_kernel(
+        self, machine_id: str, credential: Credential, kernel: str, architecture: str
+    ) -> None:
+        self._maybe_down("kernel")
+        if self.kernel_refusal is not None:
+            raise self.kernel_refusal
+        self.kernels.append(kernel)
 
     def deregister(self, machine_id: str, credential: Credential) -> None:
         self._maybe_down("deregister")
