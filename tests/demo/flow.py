@@ -291,6 +291,8 @@ def policy_toml() -> str:
         "# The whole simulated fleet enrols and reports from this one address.\n"
         "enrol_per_address = {per_second = 1000.0, burst = 1000}\n"
         "report_per_address = {per_second = 1000.0, burst = 1000}\n"
+        "# Its token's machines report in seconds what a real fleet reports in hours.\n"
+        "report_per_token_slot = {per_second = 1000.0, burst = 1000}\n"
     )
 
 
