@@ -115,9 +115,10 @@ def retryable(error: LivepatchError) -> bool:
     return isinstance(error, ClientError) and error.retryable
 
 
-RETRYABLE_STATUSES = frozenset({401, 408, 429})
+RETRYABLE_STATUSES = frozenset({401, 408, 409, 429})
 """4xx answers that say nothing against the report itself: a credential to renew or
-re-enrol (401), a timeout (408), a busy service (429)."""
+re-enrol (401), a timeout (408), a concurrent write to the same record (409, "try
+again"), a busy service (429)."""
 
 
 def refused_for_good(error: LivepatchError) -> bool:

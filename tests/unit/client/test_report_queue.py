@@ -39,6 +39,7 @@ def answered(status: int, code: str) -> ServiceError:
         (answered(422, "invalid-request"), True),
         (answered(413, "body-too-large"), True),
         (answered(408, "timeout"), False),
+        (answered(409, "conflict"), False),
         (ServiceBusy("https://patches.test", 429, 3.0), False),
         (answered(429, "rate-limited"), False),
         (answered(401, "unauthenticated"), False),
