@@ -107,7 +107,14 @@ def check_in_ages(machines: Sequence[Document], now: datetime) -> list[tuple[str
     return list(counts.items())
 
 
-def fleet(machines: Sequence[Document], patches: Sequence[Document], now: datetime) -> str:
+def fleet(
+    machines: Sequence[Document],
+    patches: Sequence[Document],
+    now: datetime,
+    *,
+    partial: bool = False,
+) -> str:
+    """The overview; `partial` when `machines` are only the first ones of a larger fleet."""
     states = Counter(s for m in machines for s in m["states"])
     healthy = sum(1 for m in machines if not m["states"])
     live = [p for p in patches if not p["withdrawn"]]
@@ -141,8 +148,14 @@ def fleet(machines: Sequence[Document], patches: Sequence[Document], now: dateti
     state_links = " · ".join(
         f'<a href="/ui/machines?state={s}">{s} ({states.get(s, 0)})</a>' for s in STATES
     )
+    note = (
+        f'<p class="bad">These figures count only the first {len(machines):,} machines '
+        "(in machine-id order): filter the machine list for the rest.</p>"
+        if partial
+        else ""
+    )
     return (
-        f'<div class="grid">{summary}</div><p>Filter: {state_links}</p>'
+        f'{note}<div class="grid">{summary}</div><p>Filter: {state_links}</p>'
         f'<div class="grid">{charts_html}</div>'
     )
 
@@ -252,7 +265,13 @@ def confirm_revoke(patch: Document, reason: str, csrf: str) -> str:
     )
 
 
-def machines(rows: Sequence[Document], filters: Mapping[str, str]) -> str:
+def machines(
+    rows: Sequence[Document],
+    filters: Mapping[str, str],
+    *,
+    first: bool = True,
+    next_page: str | None = None,
+) -> str:
     options = "".join(
         f'<option value="{s}"{" selected" if filters.get("state") == s else ""}>{s}</option>'
         for s in ("", *STATES)
@@ -280,7 +299,25 @@ def machines(rows: Sequence[Document], filters: Mapping[str, str]) -> str:
             for m in rows
         ),
     )
-    return f"{form}<p>{len(rows)} machines.</p>{body}"
+    links = _page_links("/ui/machines", filters, first=first, next_page=next_page)
+    count = f"{len(rows)} machine{'' if len(rows) == 1 else 's'} on this page"
+    return f"{form}<p>{count}.</p>{links}{body}{links}"
+
+
+def _page_links(path: str, params: Mapping[str, str], *, first: bool, next_page: str | None) -> str:
+    """Links to the first page (when not on it) and the next one (when there is one)."""
+    kept = {name: value for name, value in params.items() if value}
+    links = []
+    if not first:
+        links.append(f'<a href="{escape(path + _query(kept))}" rel=first>First page</a>')
+    if next_page is not None:
+        href = escape(path + _query({**kept, "after": next_page}))
+        links.append(f'<a href="{href}" rel=next>Next page</a>')
+    return f'<p class="pages">{" · ".join(links)}</p>' if links else ""
+
+
+def _query(params: Mapping[str, str]) -> str:
+    return "?" + urlencode(params) if params else ""
 
 
 def machine(document: Document) -> str:
@@ -342,7 +379,7 @@ def tokens(rows: Sequence[Document]) -> str:
     )
 
 
-def audit(rows: Sequence[Document], *, older: int | None) -> str:
+def audit(rows: Sequence[Document], *, first: bool = True, next_page: str | None = None) -> str:
     table = _table(
         ("When", "Who", "From", "Action", "Target", "Detail"),
         (
@@ -357,5 +394,4 @@ def audit(rows: Sequence[Document], *, older: int | None) -> str:
             for e in rows
         ),
     )
-    more = f'<p><a href="/ui/audit?{urlencode({"before": older})}">Older</a></p>' if older else ""
-    return table + more
+    return table + _page_links("/ui/audit", {}, first=first, next_page=next_page)

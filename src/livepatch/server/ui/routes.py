@@ -43,6 +43,9 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 PatchPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._+~-]{1,255}$")]
+MACHINES_PER_PAGE = 100
+OVERVIEW_LIMIT = 10_000
+"""The fleet overview's charts count at most this many machines (it says so beyond)."""
 ACTIONS = ("promote", "halt", "resume", "withdraw", "revoke")
 """The rollout buttons. ``revoke`` takes two posts: the first (with a reason)
 answers a confirmation page, the second (``confirm`` = the patch id) revokes."""
@@ -188,8 +191,13 @@ def logout() -> Response:
 @router.get("")
 def overview(request: Request, service: ServiceDep) -> Response:
     def render(_admin: AdminInfo, _csrf: str) -> str:
-        machines = operations.list_machines(service, fleet.Filters())
-        return pages.fleet(machines, operations.list_patches(service), service.clock())
+        machines = operations.list_machines(service, fleet.Filters(), limit=OVERVIEW_LIMIT)
+        return pages.fleet(
+            machines["items"],
+            operations.list_patches(service),
+            service.clock(),
+            partial=machines["next"] is not None,
+        )
 
     return _page(request, service, "Fleet", "/ui", render)
 
@@ -314,17 +322,18 @@ def machine_list(
     state: fleet.MachineState | None = None,
     kernel: Annotated[str | None, Query(max_length=255)] = None,
     patch: Annotated[str | None, Query(max_length=255)] = None,
+    after: Annotated[str | None, Query(max_length=140)] = None,
 ) -> Response:
     filters = fleet.Filters(state, kernel or None, patch or None)
 
     def render(_admin: AdminInfo, _csrf: str) -> str:
-        rows = operations.list_machines(service, filters)
+        found = operations.list_machines(service, filters, limit=MACHINES_PER_PAGE, after=after)
         shown = {
             "state": state.value if state else "",
             "kernel": kernel or "",
             "patch": patch or "",
         }
-        return pages.machines(rows, shown)
+        return pages.machines(found["items"], shown, first=after is None, next_page=found["next"])
 
     return _page(request, service, "Machines", "/ui/machines", render)
 
@@ -356,11 +365,10 @@ def token_list(request: Request, service: ServiceDep) -> Response:
 def audit_page(
     request: Request,
     service: ServiceDep,
-    before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    after: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
     def render(_admin: AdminInfo, _csrf: str) -> str:
-        rows = operations.audit_log(service, limit=100, before=before)
-        older = rows[-1]["id"] if len(rows) == 100 else None
-        return pages.audit(rows, older=older)
+        found = operations.audit_log(service, limit=100, after=after)
+        return pages.audit(found["items"], first=after is None, next_page=found["next"])
 
     return _page(request, service, "Audit log", "/ui/audit", render)
