@@ -15,12 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from livepatch.kernelsupport import Support, machine_support
+from livepatch.server import fleet_query
 from livepatch.server.errors import NotFound
+from livepatch.server.fleet_query import Cursor
 from livepatch.server.storage.models import KernelLifecycle, Machine, Patch, Report
 
 STALE_AFTER = timedelta(days=2)
 """A machine silent for longer is ``stale`` (clients check in every hour or so)."""
-MAX_LISTED = 10_000
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+"""The most machines the admin API returns in one page."""
 
 
 class MachineState(StrEnum):
@@ -90,26 +94,59 @@ class Filters:
     state: MachineState | None = None
     kernel: str | None = None
     patch: str | None = None
+    token: int | None = None
+    architecture: str | None = None
 
 
-def list_machines(session: Session, filters: Filters, *, now: datetime) -> list[MachineView]:
-    query = select(Machine).order_by(Machine.machine_id).limit(MAX_LISTED)
-    if filters.kernel is not None:
-        query = query.where(Machine.kernel == filters.kernel)
-    machines = list(session.scalars(query))
-    history = _reports(session, [m.machine_id for m in machines])
+@dataclass(frozen=True)
+class Page:
+    machines: list[MachineView]
+    next: Cursor | None
+    """Where the next page starts; None on the last page."""
+
+
+def list_machines(
+    session: Session,
+    filters: Filters,
+    *,
+    now: datetime,
+    limit: int = DEFAULT_PAGE,
+    after: Cursor | None = None,
+) -> Page:
+    """One page of the machines matching `filters`, in ``(machine_id, id)`` order.
+
+    The filters are evaluated by the database (see ``fleet_query``), so a page
+    costs one query whatever the fleet's size.
+    """
     context = _SupportContext.load(session)
-    views = [_view(m, history.get(m.machine_id, []), context, now) for m in machines]
-    if filters.patch is not None:
-        views = [
-            v
-            for v in views
-            if v.patch_loaded == filters.patch
-            or (v.last_outcome is not None and v.last_outcome.patch_id == filters.patch)
-        ]
+    where = []
     if filters.state is not None:
-        views = [v for v in views if filters.state in v.states]
-    return views
+        where.append(
+            fleet_query.state_clause(
+                filters.state,
+                session,
+                now=now,
+                stale_after=STALE_AFTER,
+                live=context.live_kernels,
+            )
+        )
+    if filters.kernel is not None:
+        where.append(Machine.kernel == filters.kernel)
+    if filters.patch is not None:
+        where.append(fleet_query.patch_clause(filters.patch))
+    if filters.token is not None:
+        where.append(Machine.token_id == filters.token)
+    if filters.architecture is not None:
+        where.append(Machine.architecture == filters.architecture)
+    if after is not None:
+        where.append(fleet_query.after_clause(after))
+    machines = list(session.scalars(fleet_query.page_query(where, limit=limit)))
+    more = len(machines) > limit
+    machines = machines[:limit]
+    history = _reports(session, [m.machine_id for m in machines])
+    views = [_view(m, history.get(m.machine_id, []), context, now) for m in machines]
+    last = machines[-1] if more else None
+    return Page(views, Cursor(last.machine_id, last.id) if last is not None else None)
 
 
 def show_machine(

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from livepatch.rollout import Stage, Tier
-from livepatch.server import admins, audit, fleet, patches, tokens
+from livepatch.server import admins, audit, fleet, fleet_query, patches, tokens
 from livepatch.server.audit import Actor
 from livepatch.server.errors import InvalidRequest
 from livepatch.server.service import Service
@@ -184,10 +184,21 @@ def machine_document(view: fleet.MachineView) -> Document:
     }
 
 
-def list_machines(service: Service, filters: fleet.Filters) -> list[Document]:
+def list_machines(
+    service: Service,
+    filters: fleet.Filters,
+    *,
+    limit: int = fleet.DEFAULT_PAGE,
+    after: str | None = None,
+) -> Document:
+    """A page of machines: ``items``, and ``next`` to pass as `after` for the next page."""
+    cursor = fleet_query.Cursor.decode(after) if after is not None else None
     with service.transaction(readonly=True) as session:
-        views = fleet.list_machines(session, filters, now=service.clock())
-    return [machine_document(v) for v in views]
+        page = fleet.list_machines(session, filters, now=service.clock(), limit=limit, after=cursor)
+    return {
+        "items": [machine_document(v) for v in page.machines],
+        "next": page.next.encode() if page.next is not None else None,
+    }
 
 
 def show_machine(service: Service, machine_id: str) -> Document:
@@ -247,10 +258,11 @@ def revoke_admin(service: Service, actor: Actor, name: str) -> Document:
     return admin_document(info)
 
 
-def audit_log(service: Service, *, limit: int, before: int | None) -> list[Document]:
+def audit_log(service: Service, *, limit: int, after: str | None = None) -> Document:
+    """A page of the audit log, newest first: ``items``, and ``next`` to pass as `after`."""
     with service.transaction(readonly=True) as session:
-        found = audit.entries(session, limit=limit, before=before)
-    return [
+        page = audit.entries(session, limit=limit, after=audit.cursor(after))
+    items = [
         {
             "id": e.id,
             "at": e.at.isoformat(),
@@ -260,8 +272,9 @@ def audit_log(service: Service, *, limit: int, before: int | None) -> list[Docum
             "target": e.target,
             "detail": e.detail,
         }
-        for e in found
+        for e in page.entries
     ]
+    return {"items": items, "next": str(page.next) if page.next is not None else None}
 
 
 def keys_status(service: Service) -> list[Document]:

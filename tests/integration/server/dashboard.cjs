@@ -51,6 +51,27 @@ async function main() {
     seen.haltButtons = await page.$$eval(`${section} button[value=resume]`, (b) => b.length);
     await shot("rollouts-after.png");
 
+    // Revoke: the reason is required, and a confirmation page comes before anything changes.
+    const revoked = `section[data-patch="${plan.revoke}"]`;
+    const revokeForm = `${revoked} form[action$="/revoke"]`;
+    await page.goto(`${plan.url}/ui/rollouts`);
+    await page.click(`${revokeForm} button[value=revoke]`);
+    seen.revokeEmptyReasonBlocked = await page.$eval(
+      `${revokeForm} input[name=reason]`, (input) => input.validity.valueMissing,
+    );
+    seen.urlAfterEmptyRevoke = page.url();
+    await page.fill(`${revokeForm} input[name=reason]`, plan.revokeReason);
+    await Promise.all([page.waitForURL(/\/ui\/patches\/.+\/revoke$/), page.click(`${revokeForm} button[value=revoke]`)]);
+    seen.confirmTitle = await page.textContent("h1");
+    seen.confirmReason = await page.textContent(".reason");
+    await shot("revoke-confirm.png");
+    await Promise.all([page.waitForURL(/\/ui\/rollouts/), page.click("button[value=confirm-revoke]")]);
+    seen.revokedStatus = await page.textContent(`${revoked} .status`);
+    seen.revokedReason = await page.textContent(`${revoked} .revoked .reason`);
+    seen.revokedButtons = await page.$$eval(`${revoked} button`, (b) => b.length);
+    await page.$eval(revoked, (section) => section.scrollIntoView());
+    await shot("rollouts-revoked.png");
+
     await page.goto(`${plan.url}/ui/machines?state=apply-failed`);
     seen.failedMachines = await page.$$eval("tbody tr td:first-child a", (links) => links.map((a) => a.textContent));
     await shot("machines.png");
@@ -59,8 +80,18 @@ async function main() {
     await shot("machine.png");
 
     await page.goto(`${plan.url}/ui/audit`);
-    seen.auditFirstRow = await page.$$eval("tbody tr:first-child td", (cells) => cells.map((c) => c.textContent));
+    seen.auditRows = await page.$$eval("tbody tr", (rows) =>
+      rows.slice(0, 2).map((row) => Array.from(row.cells, (c) => c.textContent)));
     await shot("audit.png");
+
+    // A viewer sees the rollouts without a single button.
+    await page.click("header button");
+    await page.waitForURL(/\/ui\/login/);
+    await page.fill("input[name=key]", plan.viewerKey);
+    await Promise.all([page.waitForURL(`${plan.url}/ui`), page.click("button[type=submit]")]);
+    await page.goto(`${plan.url}/ui/rollouts`);
+    seen.viewerSections = await page.$$eval("section[data-patch]", (s) => s.length);
+    seen.viewerButtons = await page.$$eval("main button", (b) => b.length);
   } finally {
     await context.close();
     fs.rmSync(userData, { recursive: true, force: true });

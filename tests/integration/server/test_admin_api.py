@@ -179,6 +179,7 @@ def test_changes_are_audited_with_who_what_and_where(
     halted = operator.post(f"/v1/admin/patches/{patch_id}/halt", json={"reason": "bad canary"})
     assert halted.status_code == 200 and halted.json()["rollout"]["halted"] is True
     entries = as_role(live, keys["viewer"]).get("/v1/admin/audit", params={"limit": 5}).json()
+    entries = entries["items"]
     newest = entries[0]
     assert (newest["actor"], newest["source"], newest["action"], newest["target"]) == (
         name,
@@ -191,7 +192,7 @@ def test_changes_are_audited_with_who_what_and_where(
     # A refused change is not audited.
     assert operator.post(f"/v1/admin/patches/{patch_id}/promote", json={}).status_code == 409
     again = as_role(live, keys["viewer"]).get("/v1/admin/audit", params={"limit": 1}).json()
-    assert again[0]["id"] == newest["id"]
+    assert again["items"][0]["id"] == newest["id"]
     printed = live.admin("audit", "--limit", "3")
     assert f"{name}" in printed and "patch.halt" in printed and "127.0.0.1" in printed
 
@@ -210,7 +211,8 @@ def test_revoke_through_the_api_is_final_audited_and_shown(
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["revoked"]["reason"] == "oops"
     assert revoked.json()["rollout"]["halted"] is True
-    newest = as_role(live, keys["viewer"]).get("/v1/admin/audit", params={"limit": 1}).json()[0]
+    audit = as_role(live, keys["viewer"]).get("/v1/admin/audit", params={"limit": 1}).json()
+    newest = audit["items"][0]
     assert (newest["action"], newest["target"], newest["detail"]) == (
         "patch.revoke",
         patch_id,
@@ -268,7 +270,8 @@ def test_machines_filter_by_state_kernel_and_patch(live: LiveServer, keys: dict[
     def ids(**params: str) -> set[str]:
         response = viewer.get("/v1/admin/machines", params=params)
         assert response.status_code == 200, response.text
-        return {m["machine_id"] for m in response.json()} & {good, bad, old}
+        assert response.json()["next"] is None
+        return {m["machine_id"] for m in response.json()["items"]} & {good, bad, old}
 
     assert ids() == {good, bad, old}
     assert ids(state="apply-failed") == {bad}

@@ -25,6 +25,7 @@ ROOT = Path(__file__).parents[3]
 DRIVER = Path(__file__).with_name("dashboard.cjs")
 PLAYWRIGHT_CORE = Path.home() / ".cache/livepatch/node/playwright-core-1.65.2/node_modules"
 ARTIFACTS = Path(os.environ.get("LIVEPATCH_ARTIFACTS", ROOT / "build" / "artifacts")) / "dashboard"
+REVOKE_REASON = "oops: soft lockups in nf_tables under load"
 FLEET = [
     # (machine, kernel, report for the kernel's patch or None)
     ("web-01", "6.1.0-56-amd64", "applied"),
@@ -114,10 +115,19 @@ def test_log_in_see_the_fleet_and_halt_a_rollout_in_chromium(
     assert (PLAYWRIGHT_CORE / "playwright-core").is_dir(), "run .ci/setup"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     target = patches["6.1.0-56-amd64"]
-    plan = tmp_path / "plan.json"  # holds the key: not an artifact
+    revoke = patches["5.15.0-91-generic"]
+    plan = tmp_path / "plan.json"  # holds the keys: not an artifact
     plan.write_text(
         json.dumps(
-            {"url": live.url, "key": keys["operator"], "halt": target, "artifacts": str(ARTIFACTS)}
+            {
+                "url": live.url,
+                "key": keys["operator"],
+                "viewerKey": keys["viewer"],
+                "halt": target,
+                "revoke": revoke,
+                "revokeReason": REVOKE_REASON,
+                "artifacts": str(ARTIFACTS),
+            }
         )
     )
     result = subprocess.run(
@@ -145,14 +155,53 @@ def test_log_in_see_the_fleet_and_halt_a_rollout_in_chromium(
     assert seen["statusAfter"] == "HALTED" and seen["haltButtons"] == 1
     assert seen["failedMachines"] == ["web-03"]
     assert seen["machineTitle"] == "Machine web-03"
-    assert seen["auditFirstRow"][1:5] == ["operator-ui", "127.0.0.1", "patch.halt", target]
+    # Revoking: an empty reason does not submit; a confirmation page comes first.
+    assert seen["revokeEmptyReasonBlocked"] is True
+    assert seen["urlAfterEmptyRevoke"] == f"{live.url}/ui/rollouts"
+    assert seen["confirmTitle"] == f"Revoke {revoke}?"
+    assert seen["confirmReason"] == REVOKE_REASON
+    assert seen["revokedStatus"] == "REVOKED"
+    assert seen["revokedReason"] == REVOKE_REASON
+    assert seen["revokedButtons"] == 0  # final: nothing to resume or withdraw
+    newest, previous = seen["auditRows"]
+    assert newest[1:6] == ["operator-ui", "127.0.0.1", "patch.revoke", revoke, REVOKE_REASON]
+    assert previous[1:5] == ["operator-ui", "127.0.0.1", "patch.halt", target]
+    assert seen["viewerSections"] == 3 and seen["viewerButtons"] == 0
 
     # The halt is the service's: the API and the signed metadata say so.
     shown = operator.get(f"/v1/admin/patches/{target}").json()
     assert shown["rollout"]["halted"] is True
     assert shown["rollout"]["halt_reason"] == "halted from the dashboard"
-    for name in ("login", "fleet", "rollouts-before", "rollouts-after", "machines", "machine"):
+    # So is the revocation.
+    shown = operator.get(f"/v1/admin/patches/{revoke}").json()
+    assert shown["revoked"]["reason"] == REVOKE_REASON
+    assert shown["rollout"]["halted"] is True
+    signed = served_targets(live)[shown["target"]]["custom"]["livepatch"]
+    assert signed["revoked"] == shown["revoked"]
+    assert signed["revoked"]["reason"] == REVOKE_REASON
+    assert signed["rollout"]["halted"] is True
+    for name in (
+        "login",
+        "fleet",
+        "rollouts-before",
+        "rollouts-after",
+        "revoke-confirm",
+        "rollouts-revoked",
+        "machines",
+        "machine",
+    ):
         assert (ARTIFACTS / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def served_targets(live: LiveServer) -> dict[str, Any]:
+    """The signed targets as a machine gets them: timestamp, snapshot, then targets."""
+    client = live.client()
+    timestamp = client.get("/v1/metadata/timestamp.json").json()
+    snapshot_version = timestamp["signed"]["meta"]["snapshot.json"]["version"]
+    snapshot = client.get(f"/v1/metadata/{snapshot_version}.snapshot.json").json()
+    version = snapshot["signed"]["meta"]["targets.json"]["version"]
+    targets: dict[str, Any] = client.get(f"/v1/metadata/{version}.targets.json").json()
+    return dict(targets["signed"]["targets"])
 
 
 def login(live: LiveServer, key: str) -> httpx.Client:
@@ -203,7 +252,27 @@ def test_actions_need_csrf_and_the_operator_role(dashboard: Any) -> None:
     csrf = page.split('name=csrf value="')[1].split('"')[0]
     as_viewer = viewer.post(f"/ui/patches/{target}/promote", data={"csrf": csrf})
     assert as_viewer.status_code == 403 and "operator role" in as_viewer.text
-    assert operator.get(f"/v1/admin/patches/{target}").json()["rollout"] == before
+    # A viewer forging the revocation's confirmation, with its own session's token.
+    confirmed = {"csrf": csrf, "reason": "forged", "confirm": target}
+    as_viewer = viewer.post(f"/ui/patches/{target}/revoke", data=confirmed)
+    assert as_viewer.status_code == 403 and "operator role" in as_viewer.text
+    # An operator's session with a forged token.
+    forged = client.post(f"/ui/patches/{target}/revoke", data={**confirmed, "csrf": "0" * 64})
+    assert forged.status_code == 403 and "stale or forged" in forged.text
+    # The operator's first post only asks for confirmation; an empty reason is refused.
+    operator_csrf = client.get("/ui").text.split('name=csrf value="')[1].split('"')[0]
+    asked = client.post(
+        f"/ui/patches/{target}/revoke", data={"csrf": operator_csrf, "reason": "not yet"}
+    )
+    assert asked.status_code == 200 and f"Revoke {target}?" in asked.text
+    assert f'name=confirm value="{target}"' in asked.text
+    empty = client.post(
+        f"/ui/patches/{target}/revoke",
+        data={"csrf": operator_csrf, "reason": " ", "confirm": target},
+    )
+    assert empty.status_code == 422 and "needs a reason" in empty.text
+    shown = operator.get(f"/v1/admin/patches/{target}").json()
+    assert shown["rollout"] == before and shown["revoked"] is None
     # A revoked admin's session ends at once.
     name = f"gone-{uuid.uuid4().hex[:6]}"
     key = live.admin_json("admins", "create", name, "--role", "operator")["key"]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from livepatch.server.cli import add_location_options, config_from
+from livepatch.server.errors import ServerError
 
 if TYPE_CHECKING:
     from livepatch.server.admin.backend import Backend
@@ -64,6 +65,35 @@ def with_backend(
             backend.close()
 
     return handler
+
+
+def every_page(
+    backend: Backend, path: str, params: dict[str, Any], *, limit: int | None, page: int = 1000
+) -> list[Any]:
+    """The items of a paged listing, following each page's ``next``, at most `limit` of them."""
+    items: list[Any] = []
+    after: str | None = None
+    while limit is None or len(items) < limit:
+        size = page if limit is None else min(page, limit - len(items))
+        answer = backend.get(path, {**params, "limit": size, "after": after})
+        items.extend(answer["items"])
+        if answer["next"] is None:
+            break
+        if answer["next"] == after:
+            raise ServerError(f"The service sent page {after!r} of {path} twice; stopping.")
+        after = answer["next"]
+    return items
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def when(text: str | None) -> str:

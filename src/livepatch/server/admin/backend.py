@@ -124,21 +124,30 @@ class Local:
             case ["patches", patch_id]:
                 return operations.show_patch(self.service, patch_id)
             case ["machines"]:
-                state = params.get("state")
+                state, token = params.get("state"), params.get("token")
                 filters = fleet.Filters(
                     fleet.MachineState(state) if state else None,
                     params.get("kernel") or None,
                     params.get("patch") or None,
+                    int(token) if token else None,
+                    params.get("architecture") or None,
                 )
-                return operations.list_machines(self.service, filters)
+                return operations.list_machines(
+                    self.service,
+                    filters,
+                    limit=int(params.get("limit") or fleet.DEFAULT_PAGE),
+                    after=params.get("after") or None,
+                )
             case ["machines", machine_id]:
                 return operations.show_machine(self.service, machine_id)
             case ["admins"]:
                 return operations.list_admins(self.service)
             case ["audit"]:
-                before = params.get("before")
+                after = params.get("after")
                 return operations.audit_log(
-                    self.service, limit=int(params.get("limit", 100)), before=before
+                    self.service,
+                    limit=int(params.get("limit") or 100),
+                    after=str(after) if after else None,
                 )
             case ["keys"]:
                 return operations.keys_status(self.service)

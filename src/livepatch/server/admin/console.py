@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from livepatch.server.admin._common import add_common_options, dump_json, table, when, with_backend
+from livepatch.server.admin._common import (
+    add_common_options,
+    dump_json,
+    every_page,
+    positive,
+    table,
+    when,
+    with_backend,
+)
 
 if TYPE_CHECKING:
     from livepatch.server.admin.backend import Backend
@@ -33,8 +41,10 @@ def register(subparsers: Any) -> None:
 
     audit = subparsers.add_parser("audit", help="who changed what, when, from where")
     add_common_options(audit, formats=True)
-    audit.add_argument("--limit", type=int, default=100)
-    audit.add_argument("--before", type=int, metavar="ID", help="entries older than this id")
+    audit.add_argument(
+        "--limit", type=positive, default=100, help="show at most N entries (default 100)"
+    )
+    audit.add_argument("--before", type=positive, metavar="ID", help="entries older than this id")
     audit.set_defaults(handler=with_backend(_audit))
 
     machines = subparsers.add_parser("machines", help="the enrolled machines")
@@ -44,6 +54,11 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--state", choices=STATES)
     listing.add_argument("--kernel", metavar="KEY")
     listing.add_argument("--patch", metavar="PATCH")
+    listing.add_argument("--token", type=positive, metavar="ID", help="enrolled with this token")
+    listing.add_argument("--architecture", metavar="ARCH")
+    listing.add_argument(
+        "--limit", type=positive, metavar="N", help="show at most N machines (default: all)"
+    )
     listing.set_defaults(handler=with_backend(_list_machines))
     show = actions.add_parser("show", help="a machine and its history")
     add_common_options(show, formats=True)
@@ -89,7 +104,8 @@ def _revoke_admin(backend: Backend, args: argparse.Namespace) -> int:
 
 
 def _audit(backend: Backend, args: argparse.Namespace) -> int:
-    found = backend.get("/audit", {"limit": args.limit, "before": args.before})
+    start = {"after": str(args.before)} if args.before else {}
+    found = every_page(backend, "/audit", start, limit=args.limit)
     if args.format == "json":
         print(dump_json(found))
         return 0
@@ -102,8 +118,14 @@ def _audit(backend: Backend, args: argparse.Namespace) -> int:
 
 
 def _list_machines(backend: Backend, args: argparse.Namespace) -> int:
-    filters = {"state": args.state, "kernel": args.kernel, "patch": args.patch}
-    found = backend.get("/machines", filters)
+    filters = {
+        "state": args.state,
+        "kernel": args.kernel,
+        "patch": args.patch,
+        "token": args.token,
+        "architecture": args.architecture,
+    }
+    found = every_page(backend, "/machines", filters, limit=args.limit)
     if args.format == "json":
         print(dump_json(found))
         return 0

@@ -23,13 +23,14 @@ from fastapi.security import APIKeyHeader
 from pydantic import Field
 
 from livepatch.rollout import Stage, Tier
-from livepatch.server import admins, fleet, operations, patches
+from livepatch.server import admins, audit, fleet, operations, patches
 from livepatch.server.admins import Role
 from livepatch.server.api.deps import ServiceDep
 from livepatch.server.api.schemas import KernelKey, errors
 from livepatch.server.api.schemas import Request as StrictBody
 from livepatch.server.audit import Actor
 from livepatch.server.errors import InvalidRequest, Unauthenticated
+from livepatch.server.fleet_query import CURSOR_PATTERN
 from livepatch.server.service import Service
 
 ADMIN_KEY_HEADER = "X-Admin-Key"
@@ -212,15 +213,32 @@ def revoke(
     return operations.revoke(service, actor, patch_id, body.reason)
 
 
-@router.get("/machines", responses=READ, summary="List machines, filtered")
+@router.get(
+    "/machines",
+    responses=READ,
+    summary="List machines, filtered, a page at a time",
+    description=(
+        "Machines in `(machine_id, record)` order. The answer is "
+        '`{"items": [...], "next": CURSOR}`: pass `next` as `after` for the following '
+        "page; it is null on the last one. Filters combine (all must hold)."
+    ),
+)
 def list_machines(
     _actor: Viewer,
     service: ServiceDep,
     state: fleet.MachineState | None = None,
     kernel: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._+~-]{1,255}$")] = None,
     patch: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._+~-]{1,255}$")] = None,
-) -> list[Document]:
-    return operations.list_machines(service, fleet.Filters(state, kernel, patch))
+    token: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="A token id.")] = None,
+    architecture: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=fleet.MAX_PAGE)] = fleet.DEFAULT_PAGE,
+    after: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, max_length=140, description="`next` of the previous page."),
+    ] = None,
+) -> Document:
+    filters = fleet.Filters(state, kernel, patch, token, architecture)
+    return operations.list_machines(service, filters, limit=limit, after=after)
 
 
 @router.get(
@@ -263,11 +281,21 @@ def revoke_admin(name: AdminName, actor: Administrator, service: ServiceDep) -> 
     return operations.revoke_admin(service, actor, name)
 
 
-@router.get("/audit", responses=READ, summary="The audit log, newest first")
+@router.get(
+    "/audit",
+    responses=READ,
+    summary="The audit log, newest first, a page at a time",
+    description=(
+        '`{"items": [...], "next": CURSOR}`: pass `next` as `after` for older entries; '
+        "it is null on the last page."
+    ),
+)
 def audit_log(
     _actor: Viewer,
     service: ServiceDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-) -> list[Document]:
-    return operations.audit_log(service, limit=limit, before=before)
+    limit: Annotated[int, Query(ge=1, le=audit.MAX_PAGE)] = 100,
+    after: Annotated[
+        str | None, Query(pattern=r"^[0-9]{1,10}$", description="`next` of the previous page.")
+    ] = None,
+) -> Document:
+    return operations.audit_log(service, limit=limit, after=after)

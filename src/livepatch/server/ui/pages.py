@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from livepatch.server.ui import charts
+from livepatch.trust.patchmeta import MAX_REASON
 
 Document = Mapping[str, Any]
 STATES = ("apply-failed", "unhealthy", "crashed", "kernel-upgrade-required", "stale")
@@ -41,6 +42,7 @@ text-align:left}th{background:#eceff1}.grid{display:flex;flex-wrap:wrap;gap:24px
 .bad{color:#c62828}.ok{color:#2e7d32}.halted{background:#ffebee}.empty{color:#777}
 button{padding:3px 10px}form.inline{display:inline}.patch{background:#fff;border:1px solid
 #ddd;padding:8px 12px;margin-bottom:16px}input,select{padding:3px}
+button.danger{background:#c62828;color:#fff}
 """
 
 
@@ -105,7 +107,14 @@ def check_in_ages(machines: Sequence[Document], now: datetime) -> list[tuple[str
     return list(counts.items())
 
 
-def fleet(machines: Sequence[Document], patches: Sequence[Document], now: datetime) -> str:
+def fleet(
+    machines: Sequence[Document],
+    patches: Sequence[Document],
+    now: datetime,
+    *,
+    partial: bool = False,
+) -> str:
+    """The overview; `partial` when `machines` are only the first ones of a larger fleet."""
     states = Counter(s for m in machines for s in m["states"])
     healthy = sum(1 for m in machines if not m["states"])
     live = [p for p in patches if not p["withdrawn"]]
@@ -139,8 +148,14 @@ def fleet(machines: Sequence[Document], patches: Sequence[Document], now: dateti
     state_links = " · ".join(
         f'<a href="/ui/machines?state={s}">{s} ({states.get(s, 0)})</a>' for s in STATES
     )
+    note = (
+        f'<p class="bad">These figures count only the first {len(machines):,} machines '
+        "(in machine-id order): filter the machine list for the rest.</p>"
+        if partial
+        else ""
+    )
     return (
-        f'<div class="grid">{summary}</div><p>Filter: {state_links}</p>'
+        f'{note}<div class="grid">{summary}</div><p>Filter: {state_links}</p>'
         f'<div class="grid">{charts_html}</div>'
     )
 
@@ -177,11 +192,15 @@ def rollout(
         if rows
         else '<p class="empty">No reports yet.</p>'
     )
-    reason = (
-        f'<p class="bad">Halt reason: {escape(rollout_state["halt_reason"])}</p>'
-        if rollout_state["halted"] and rollout_state["halt_reason"]
-        else ""
-    )
+    if revoked:
+        reason = (
+            f'<p class="bad revoked">Revoked at {_when(revoked["at"])}: '
+            f"<span class=reason>{escape(revoked['reason'])}</span></p>"
+        )
+    elif rollout_state["halted"] and rollout_state["halt_reason"]:
+        reason = f'<p class="bad">Halt reason: {escape(rollout_state["halt_reason"])}</p>'
+    else:
+        reason = ""
     actions = ""
     # A revoked patch is final: no resume, and no withdraw (machines must keep
     # seeing the revocation to leave it).
@@ -192,8 +211,9 @@ def rollout(
         else:
             if rollout_state["stage"] != "all":
                 buttons.append(_action(patch_id, "promote", "Promote", csrf))
-            buttons.append(_action(patch_id, "halt", "Halt", csrf, reason=True))
+            buttons.append(_action(patch_id, "halt", "Halt", csrf, field=_HALT_REASON))
         buttons.append(_action(patch_id, "withdraw", "Withdraw", csrf))
+        buttons.append(_action(patch_id, "revoke", "Revoke…", csrf, field=_REVOKE_REASON))
         actions = '<p class="actions">' + " ".join(buttons) + "</p>"
     cls = "patch halted" if rollout_state["halted"] else "patch"
     return (
@@ -206,21 +226,52 @@ def rollout(
     )
 
 
-def _action(patch_id: str, action: str, label: str, csrf: str, *, reason: bool = False) -> str:
-    extra = (
-        '<input name=reason placeholder="reason" maxlength=200 size=24 '
-        'value="halted from the dashboard">'
-        if reason
-        else ""
-    )
+_HALT_REASON = (
+    '<input name=reason placeholder="reason" maxlength=200 size=24 '
+    'value="halted from the dashboard">'
+)
+_REVOKE_REASON = (
+    f'<input name=reason placeholder="why (required)" maxlength={MAX_REASON} size=24 required>'
+)
+
+
+def _action(patch_id: str, action: str, label: str, csrf: str, *, field: str = "") -> str:
     return (
         f'<form class=inline method=post action="/ui/patches/{quote(patch_id)}/{action}">'
-        f'{_csrf_field(csrf)}{extra}<button type=submit name=do value="{action}">{label}'
+        f'{_csrf_field(csrf)}{field}<button type=submit name=do value="{action}">{label}'
         "</button></form>"
     )
 
 
-def machines(rows: Sequence[Document], filters: Mapping[str, str]) -> str:
+def confirm_revoke(patch: Document, reason: str, csrf: str) -> str:
+    """The second step of a revocation: what it does, the reason, and the button that does it."""
+    patch_id = patch["patch_id"]
+    applied = sum(row["applied"] for row in patch.get("reports", ()))
+    return (
+        f'<section class="patch halted" data-patch="{escape(patch_id)}">'
+        f"<p>Revoking <strong>{escape(patch_id)}</strong> signs a revocation into the "
+        "metadata: every machine that has it loaded unloads it (back to the previous "
+        f"patch, or none), on kernels {escape(', '.join(patch['kernels']))}. "
+        f"Applied reports so far: {applied}. "
+        "It cannot be undone: a fixed patch must be published instead.</p>"
+        f"<p>Reason, shown to every machine's administrator: "
+        f"<strong class=reason>{escape(reason)}</strong></p>"
+        f'<form method=post action="/ui/patches/{quote(patch_id)}/revoke">{_csrf_field(csrf)}'
+        f'<input type=hidden name=reason value="{escape(reason)}">'
+        f'<input type=hidden name=confirm value="{escape(patch_id)}">'
+        f'<button type=submit name=do value=confirm-revoke class="danger">Revoke '
+        f"{escape(patch_id)} on every machine</button> "
+        f'<a href="/ui/rollouts#{quote(patch_id)}">Cancel</a></form></section>'
+    )
+
+
+def machines(
+    rows: Sequence[Document],
+    filters: Mapping[str, str],
+    *,
+    first: bool = True,
+    next_page: str | None = None,
+) -> str:
     options = "".join(
         f'<option value="{s}"{" selected" if filters.get("state") == s else ""}>{s}</option>'
         for s in ("", *STATES)
@@ -248,7 +299,25 @@ def machines(rows: Sequence[Document], filters: Mapping[str, str]) -> str:
             for m in rows
         ),
     )
-    return f"{form}<p>{len(rows)} machines.</p>{body}"
+    links = _page_links("/ui/machines", filters, first=first, next_page=next_page)
+    count = f"{len(rows)} machine{'' if len(rows) == 1 else 's'} on this page"
+    return f"{form}<p>{count}.</p>{links}{body}{links}"
+
+
+def _page_links(path: str, params: Mapping[str, str], *, first: bool, next_page: str | None) -> str:
+    """Links to the first page (when not on it) and the next one (when there is one)."""
+    kept = {name: value for name, value in params.items() if value}
+    links = []
+    if not first:
+        links.append(f'<a href="{escape(path + _query(kept))}" rel=first>First page</a>')
+    if next_page is not None:
+        href = escape(path + _query({**kept, "after": next_page}))
+        links.append(f'<a href="{href}" rel=next>Next page</a>')
+    return f'<p class="pages">{" · ".join(links)}</p>' if links else ""
+
+
+def _query(params: Mapping[str, str]) -> str:
+    return "?" + urlencode(params) if params else ""
 
 
 def machine(document: Document) -> str:
@@ -310,7 +379,7 @@ def tokens(rows: Sequence[Document]) -> str:
     )
 
 
-def audit(rows: Sequence[Document], *, older: int | None) -> str:
+def audit(rows: Sequence[Document], *, first: bool = True, next_page: str | None = None) -> str:
     table = _table(
         ("When", "Who", "From", "Action", "Target", "Detail"),
         (
@@ -325,5 +394,4 @@ def audit(rows: Sequence[Document], *, older: int | None) -> str:
             for e in rows
         ),
     )
-    more = f'<p><a href="/ui/audit?{urlencode({"before": older})}">Older</a></p>' if older else ""
-    return table + more
+    return table + _page_links("/ui/audit", {}, first=first, next_page=next_page)

@@ -28,6 +28,7 @@ from livepatch.server.service import Service
 from livepatch.server.storage.models import Admin, Report, RolloutEvent
 from livepatch.server.ui import charts, pages
 from livepatch.server.ui.sessions import COOKIE, LIFETIME, Signer, load_secret
+from livepatch.trust.patchmeta import MAX_REASON
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 MAX_FORM = 8 * 1024
@@ -42,8 +43,12 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 PatchPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._+~-]{1,255}$")]
-ACTIONS = ("promote", "halt", "resume", "withdraw")
-"""The rollout buttons; ``revoke`` (server-trust's) joins them with its core function."""
+MACHINES_PER_PAGE = 100
+OVERVIEW_LIMIT = 10_000
+"""The fleet overview's charts count at most this many machines (it says so beyond)."""
+ACTIONS = ("promote", "halt", "resume", "withdraw", "revoke")
+"""The rollout buttons. ``revoke`` takes two posts: the first (with a reason)
+answers a confirmation page, the second (``confirm`` = the patch id) revokes."""
 
 
 class _Signers:
@@ -186,8 +191,13 @@ def logout() -> Response:
 @router.get("")
 def overview(request: Request, service: ServiceDep) -> Response:
     def render(_admin: AdminInfo, _csrf: str) -> str:
-        machines = operations.list_machines(service, fleet.Filters())
-        return pages.fleet(machines, operations.list_patches(service), service.clock())
+        machines = operations.list_machines(service, fleet.Filters(), limit=OVERVIEW_LIMIT)
+        return pages.fleet(
+            machines["items"],
+            operations.list_patches(service),
+            service.clock(),
+            partial=machines["next"] is not None,
+        )
 
     return _page(request, service, "Fleet", "/ui", render)
 
@@ -235,6 +245,11 @@ def _rollout_view(service: Service, patch_id: str) -> tuple[dict[str, dict[str, 
     return per_stage, chart
 
 
+def _refused(admin: AdminInfo, message: str, status: int) -> Response:
+    body = f'<p class="bad">{escape(message)}</p><p><a href="/ui/rollouts">Back</a></p>'
+    return _html(pages.layout("Refused", body, admin=admin.name, csrf=None, here=""), status)
+
+
 @router.post("/patches/{patch_id}/{action}")
 async def steer(
     patch_id: PatchPath, action: str, request: Request, service: ServiceDep
@@ -246,55 +261,58 @@ async def steer(
     admin, cookie = found
     signer = _signers.of(service)
     if not signer.csrf_matches(cookie, form.get("csrf", "")):
-        return _html(
-            pages.layout(
-                "Refused",
-                "<p class=bad>The form is stale or forged: reload the page and try again.</p>",
-                admin=admin.name,
-                csrf=None,
-                here="",
-            ),
-            403,
-        )
+        return _refused(admin, "The form is stale or forged: reload the page and try again.", 403)
     if action not in ACTIONS:
-        return _html(
-            pages.layout(
-                "Refused", "<p class=bad>No such action.</p>", admin=admin.name, csrf=None, here=""
-            ),
-            404,
-        )
+        return _refused(admin, "No such action.", 404)
     if not admins.allows(admin.role, Role.OPERATOR):
-        return _html(
-            pages.layout(
-                "Refused",
-                "<p class=bad>Steering rollouts needs the operator role.</p>",
-                admin=admin.name,
-                csrf=None,
-                here="",
-            ),
-            403,
-        )
+        return _refused(admin, "Steering rollouts needs the operator role.", 403)
     actor = Actor(admin.name, _source(request))
+    reason = form.get("reason", "").strip()
+    if action == "revoke":
+        if not reason:
+            return _refused(admin, "A revocation needs a reason: say why in the reason field.", 422)
+        if len(reason) > MAX_REASON or not reason.isprintable():
+            return _refused(
+                admin, f"Give the reason as one line of at most {MAX_REASON} characters.", 422
+            )
+        if form.get("confirm") != patch_id:
+            csrf = signer.csrf(cookie)
+            return await asyncio.to_thread(_confirm_revoke, service, admin, csrf, patch_id, reason)
     run: dict[str, Callable[[], Any]] = {
         "promote": lambda: operations.promote(service, actor, patch_id, None),
         "halt": lambda: operations.halt(
-            service,
-            actor,
-            patch_id,
-            form.get("reason", "").strip()[:200] or "halted from the dashboard",
+            service, actor, patch_id, reason[:200] or "halted from the dashboard"
         ),
         "resume": lambda: operations.resume(service, actor, patch_id),
         "withdraw": lambda: operations.withdraw(service, actor, patch_id),
+        "revoke": lambda: operations.revoke(service, actor, patch_id, reason),
     }
     try:
         await asyncio.to_thread(run[action])
     except ServerError as error:
-        body = f'<p class="bad">{escape(error.message)}</p><p><a href="/ui/rollouts">Back'
-        return _html(
-            pages.layout("Refused", body + "</a></p>", admin=admin.name, csrf=None, here=""),
-            error.status,
-        )
+        return _refused(admin, error.message, error.status)
     return _redirect(f"/ui/rollouts#{quote(patch_id)}")
+
+
+def _confirm_revoke(
+    service: Service, admin: AdminInfo, csrf: str, patch_id: str, reason: str
+) -> Response:
+    """The confirmation page: a revocation unloads the patch fleet-wide, for good."""
+    try:
+        patch = operations.show_patch(service, patch_id)
+    except ServerError as error:
+        return _refused(admin, error.message, error.status)
+    if patch["revoked"] is not None:
+        return _refused(admin, f"{patch_id} is already revoked.", 409)
+    return _html(
+        pages.layout(
+            f"Revoke {patch_id}?",
+            pages.confirm_revoke(patch, reason, csrf),
+            admin=admin.name,
+            csrf=csrf,
+            here="/ui/rollouts",
+        )
+    )
 
 
 @router.get("/machines")
@@ -304,17 +322,18 @@ def machine_list(
     state: fleet.MachineState | None = None,
     kernel: Annotated[str | None, Query(max_length=255)] = None,
     patch: Annotated[str | None, Query(max_length=255)] = None,
+    after: Annotated[str | None, Query(max_length=140)] = None,
 ) -> Response:
     filters = fleet.Filters(state, kernel or None, patch or None)
 
     def render(_admin: AdminInfo, _csrf: str) -> str:
-        rows = operations.list_machines(service, filters)
+        found = operations.list_machines(service, filters, limit=MACHINES_PER_PAGE, after=after)
         shown = {
             "state": state.value if state else "",
             "kernel": kernel or "",
             "patch": patch or "",
         }
-        return pages.machines(rows, shown)
+        return pages.machines(found["items"], shown, first=after is None, next_page=found["next"])
 
     return _page(request, service, "Machines", "/ui/machines", render)
 
@@ -346,11 +365,10 @@ def token_list(request: Request, service: ServiceDep) -> Response:
 def audit_page(
     request: Request,
     service: ServiceDep,
-    before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    after: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
     def render(_admin: AdminInfo, _csrf: str) -> str:
-        rows = operations.audit_log(service, limit=100, before=before)
-        older = rows[-1]["id"] if len(rows) == 100 else None
-        return pages.audit(rows, older=older)
+        found = operations.audit_log(service, limit=100, after=after)
+        return pages.audit(found["items"], first=after is None, next_page=found["next"])
 
     return _page(request, service, "Audit log", "/ui/audit", render)
