@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 PROGRAM = "livepatch"
 FORMATS = ("human", "humane", "json", "yaml")
+# errors.NotEnabled's sentence and exit code for the fast path; a unit test keeps them equal.
+NOT_ENABLED = "Machine is not enabled; run `livepatch enable TOKEN` as root to enable it."
+NOT_ENABLED_EXIT = 1
 REDACTED_NOTE = (
     f"{PROGRAM}: passwords are shown as REDACTED; run `sudo livepatch config` to see them."
 )
@@ -215,15 +218,13 @@ def _fast_status(argv: Sequence[str]) -> int | None:
 
 
 def _fast_not_enabled(doc: dict[str, Any], fmt: str, verbose: bool) -> int:
-    from livepatch.client.errors import NotEnabled
-
-    try:
-        _show_status(doc, fmt, verbose)
-    except NotEnabled as error:
-        sys.stdout.flush()
-        print(f"{PROGRAM}: {error}", file=sys.stderr)
-        return error.exit_code
-    return 0
+    """What `_show_status` and the error handler print for NotEnabled, without
+    importing the error classes (a tenth of the fast path's budget)."""
+    if fmt in ("json", "yaml"):
+        sys.stdout.write(render_status(doc, fmt, verbose))
+    sys.stdout.flush()
+    print(f"{PROGRAM}: {NOT_ENABLED}", file=sys.stderr)
+    return NOT_ENABLED_EXIT
 
 
 def _fast_config() -> int | None:
