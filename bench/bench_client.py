@@ -76,6 +76,10 @@ def enrolled_state(root: Path) -> Paths:
         )
     )
     CredentialFile(paths.credential).save(Credential("bench", now + timedelta(days=30), now))
+    # As the daemon leaves it (`livepatch status` checks its lock): it has run, it is not
+    # running now.
+    paths.daemon_lock.write_text("1\n")
+    paths.daemon_lock.chmod(0o644)
     return paths
 
 
