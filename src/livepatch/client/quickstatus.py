@@ -250,10 +250,18 @@ def _record(state_dir: str, kernel_key: str) -> "dict[str, Any]":
 
 
 def _cpu_model(root: str) -> str:
-    for line in _host_file(root, "proc/cpuinfo").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            return value.strip()
+    """The first "model name" in /proc/cpuinfo (``host.read_host``'s), read no further:
+    the kernel writes a block per CPU as the file is read, so all of it costs a big
+    machine milliseconds."""
+    try:
+        path = os.path.join(root, "proc/cpuinfo")
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
     return ""
 
 
