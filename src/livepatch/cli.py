@@ -201,10 +201,14 @@ def _fast_status(argv: "Sequence[str]") -> int | None:
             return None
     if fmt not in FORMATS:
         return None
-    from livepatch.client import quickstatus, statuscache
+    from livepatch.client import statuscache
 
     state_dir = statuscache.state_dir()
-    doc = statuscache.load(state_dir) or quickstatus.build(state_dir)
+    doc = statuscache.load(state_dir)
+    if not doc:  # a cache hit, what the daemon leaves, needs none of quickstatus's imports
+        from livepatch.client import quickstatus
+
+        doc = quickstatus.build(state_dir)
     if doc is None:
         return None
     try:

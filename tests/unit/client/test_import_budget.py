@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from livepatch.client import config
+from livepatch.client import config, quickstatus, statuscache
 from livepatch.client.paths import Paths
 from livepatch.client.state import CheckState, Enrolment, State, StateFile
 from tests.unit.client.test_quickstatus import T0
@@ -148,6 +148,21 @@ def test_fast_paths_stay_within_their_budget(tmp_path: Path, state: str, argv: l
     assert modules - bare <= ALLOWED[argv[0]]
     if argv[0] == "status":
         assert "livepatch.client.quickstatus" in modules
+
+
+@pytest.mark.parametrize("user", [None, NOBODY], ids=["as root", "as a user"])
+def test_a_cached_status_needs_none_of_the_builders_imports(
+    tmp_path: Path, user: int | None
+) -> None:
+    state_dir = str(enrolled(tmp_path / "state"))
+    key = statuscache.inputs(state_dir)  # what the daemon or root's full path stores
+    doc = quickstatus.build(state_dir)
+    assert doc is not None
+    statuscache.save(state_dir, key, doc)
+    modules = imported(Path(state_dir), "status", "--format", "json", user=user)
+    assert "livepatch.client.statuscache" in modules
+    assert modules & {"livepatch.client.quickstatus", "livepatch.client.statusdoc"} == set()
+    assert modules & OVER_BUDGET == set()
 
 
 def test_the_full_status_path_leaves_the_network_and_crypto_out(tmp_path: Path) -> None:
