@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,8 +100,16 @@ def compile_package() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
 
 
-def status_rows(paths: Paths, none: Path) -> list[tuple[str, str, str, str]]:
-    """(label, command, prepare, ceiling) per row; the ceilings first and last."""
+Row = tuple[str, str, str, str]
+"""(label, command, prepare, ceiling command); a ceiling's own is ""."""
+CEILING_EVERY = 3
+"""Measured rows between two runs of the ceilings, so that each row is compared with
+ceilings measured seconds before and after it (other work on the machine drifts)."""
+
+
+def status_rows(paths: Paths, none: Path) -> list[Row]:
+    """The rows in the order they run: both ceilings first, after every CEILING_EVERY
+    measured rows, and last."""
     cache = paths.root / statuscache.CACHE_NAME
     lp = str(VENV_BIN / "livepatch")
     fresh = f"LIVEPATCH_STATE_DIR={none}"
@@ -108,9 +117,18 @@ def status_rows(paths: Paths, none: Path) -> list[tuple[str, str, str, str]]:
     nocache = f"rm -f {cache}"
     ceiling = f"env {fresh} {sys.executable} -c pass"
     user_ceiling = " ".join([*NOBODY, sys.executable, "-c", "pass"])
-    return [
-        ("`python -c pass`, the same interpreter (ceiling)", ceiling, "true", ""),
-        ("`python -c pass` as a user (ceiling)", user_ceiling, "true", ""),
+    as_user = " ".join([*NOBODY, lp])
+    # The cache as the daemon or root's full path (`--debug` skips the fast path) writes
+    # it, kept aside: the rows before remove it, and restoring it is a copy.
+    subprocess.run(
+        [lp, "--debug", "status"],
+        check=True,
+        env=dict(os.environ, LIVEPATCH_STATE_DIR=str(paths.root)),
+        stdout=subprocess.DEVNULL,
+    )
+    kept = paths.root.parent / "status-cache.kept"
+    shutil.copy2(cache, kept)
+    measured: list[Row] = [
         ("status, not enrolled (never enrolled)", f"env {fresh} {lp} status", "true", ceiling),
         (
             "status --format json, not enrolled",
@@ -137,47 +155,41 @@ def status_rows(paths: Paths, none: Path) -> list[tuple[str, str, str, str]]:
             nocache,
             ceiling,
         ),
-        (
-            "status --verbose, enrolled, no cache",
-            f"{lp_root} status --verbose",
-            nocache,
-            ceiling,
-        ),
+        ("status --verbose, enrolled, no cache", f"{lp_root} status --verbose", nocache, ceiling),
         (
             "status --format json, enrolled, cached",
             f"{lp_root} status --format json",
-            f"{lp_root} status",
+            f"cp -p {kept} {cache}",
             ceiling,
         ),
-        (
-            "status as a user, enrolled, no cache",
-            " ".join([*NOBODY, lp, "status"]),
-            nocache,
-            user_ceiling,
-        ),
+        ("status as a user, enrolled, no cache", f"{as_user} status", nocache, user_ceiling),
         (
             "status --format json as a user, enrolled, no cache",
-            " ".join([*NOBODY, lp, "status", "--format", "json"]),
+            f"{as_user} status --format json",
             nocache,
             user_ceiling,
         ),
         ("--help", f"{lp_root} --help", "true", ceiling),
         ("config, as root", f"{lp_root} config", "true", ceiling),
-        (
-            "config, as a user",
-            " ".join([*NOBODY, lp, "config"]),
-            "true",
-            user_ceiling,
-        ),
-        ("`python -c pass` (ceiling, again)", ceiling, "true", ""),
-        ("`python -c pass` as a user (ceiling, again)", user_ceiling, "true", ""),
+        ("config, as a user", f"{as_user} config", "true", user_ceiling),
     ]
+    ceilings: list[Row] = [
+        (CEILING, ceiling, "true", ""),
+        (USER_CEILING, user_ceiling, "true", ""),
+    ]
+    rows = list(ceilings)
+    for start in range(0, len(measured), CEILING_EVERY):
+        rows += [*measured[start : start + CEILING_EVERY], *ceilings]
+    return rows
 
 
-def hyperfine_once(
-    rows: list[tuple[str, str, str, str]], out: Path, state_dir: Path
-) -> list[tuple[float, float]]:
-    """One hyperfine run of every row: (wall ms, CPU ms) per row, in row order."""
+CEILING = "`python -c pass`, the same interpreter (ceiling)"
+USER_CEILING = "`python -c pass` as a user (ceiling)"
+
+
+def hyperfine_once(rows: list[Row], out: Path, state_dir: Path) -> list[dict[str, float]]:
+    """One hyperfine run of every row: ms of CPU (user + system, mean) and of wall time
+    (median) per row, in row order."""
     prepares = [option for row in rows for option in ("--prepare", row[2])]
     subprocess.run(
         [
@@ -190,26 +202,29 @@ def hyperfine_once(
         stdout=subprocess.DEVNULL,
     )
     return [
-        (r["mean"] * 1000, (r["user"] + r["system"]) * 1000)
+        {"cpu": (r["user"] + r["system"]) * 1000, "wall": r["median"] * 1000}
         for r in json.loads(out.read_text())["results"]
     ]
 
 
-def ratios(
-    rows: list[tuple[str, str, str, str]], figures: list[tuple[float, float]]
-) -> list[tuple[float, float] | None]:
-    """Each row's (wall, CPU) over its ceiling's, the mean of the ceiling's two rows."""
-    base: dict[str, tuple[float, float]] = {}
-    for command in {row[3] for row in rows if row[3]}:
-        runs = [f for row, f in zip(rows, figures, strict=True) if row[1] == command]
-        base[command] = (
-            statistics.fmean(f[0] for f in runs),
-            statistics.fmean(f[1] for f in runs),
+def ratios(rows: list[Row], figures: list[dict[str, float]]) -> list[dict[str, float] | None]:
+    """Each measured row's figures over its ceiling's, the mean of the ceiling's runs just
+    before and just after it; None for the ceilings themselves."""
+    out: list[dict[str, float] | None] = []
+    for index, row in enumerate(rows):
+        if not row[3]:
+            out.append(None)
+            continue
+        before = max(i for i in range(index) if rows[i][1] == row[3])
+        after = min(i for i in range(index + 1, len(rows)) if rows[i][1] == row[3])
+        out.append(
+            {
+                key: figures[index][key]
+                / statistics.fmean((figures[before][key], figures[after][key]))
+                for key in ("cpu", "wall")
+            }
         )
-    return [
-        (f[0] / base[row[3]][0], f[1] / base[row[3]][1]) if row[3] else None
-        for row, f in zip(rows, figures, strict=True)
-    ]
+    return out
 
 
 def _joined(values: list[float], unit: str) -> str:
@@ -224,8 +239,7 @@ def status_speed(paths: Paths, none: Path) -> str:
     repeated STATUS_REPEATS times.
 
     Rows as root compare with `python -c pass` as root, rows as a user with the
-    same under setpriv (its exec counted on both sides). The ceiling runs
-    first and last; ratios are to the mean of the two.
+    same under setpriv (its exec counted on both sides).
     """
     compile_package()
     before = ", ".join(f"{value:.1f}" for value in os.getloadavg())
@@ -235,45 +249,55 @@ def status_speed(paths: Paths, none: Path) -> str:
         for _ in range(STATUS_REPEATS)
     ]
     runs_ratios = [ratios(rows, figures) for figures in runs]
-
     lines = [
         f"hyperfine -N, {STATUS_RUNS} runs after {STATUS_WARMUP} warm-ups each, all rows in "
         f"one run, the whole run repeated {STATUS_REPEATS} times (figures below: each "
         "repeat, in order). The package's bytecode is compiled first, as an install has it "
-        "(`compileall`; pip and the snap's build write it). The enrolled state directory is "
-        "in the environment; the root rows and their ceiling run under `env` (which sets "
-        "another for the not-enrolled rows), a user's rows and their ceiling under "
-        '`setpriv` as nobody. "No cache" removes the status cache before each run (what a '
-        "machine has before its daemon or root ever ran `livepatch status`, or after any "
-        "input changed). Aim: at most 1.5x the ceiling. The ceilings run first and last; "
-        "ratios are to the mean of the two. Other helpers' work on the 2 shared cores "
-        "moves wall time much more than the CPU time (user + system) a command costs, so "
-        "the CPU ratio is the figure the aim is judged by and the wall ratio is shown "
-        "beside it.",
+        "(`compileall`; pip and the snap's build write it). The enrolled state directory "
+        "holds what `livepatch enable` and the daemon leave (state, settings, credential, "
+        "the daemon's lock file, not held); the root rows and their ceiling run under `env` "
+        "(which sets another state directory for the not-enrolled rows), a user's rows and "
+        'their ceiling under `setpriv` as nobody. "No cache" removes the status cache before '
+        "each run (what a machine has before its daemon or root ever ran `livepatch status`, "
+        f"or after any input changed). Both ceilings run first, after every {CEILING_EVERY} "
+        "measured rows, and last; each row is compared with the mean of its ceiling's runs "
+        "just before and after it. Aim: at most 1.5x the ceiling. Other work on the 2 shared "
+        "cores moves wall time much more than the CPU time (user + system, mean) a command "
+        "costs, so the CPU ratio is the figure the aim is judged by; the median wall time's "
+        "ratio is shown beside it.",
         "",
-        "| command | CPU ms (user+sys) | CPU / ceiling | wall / ceiling |",
+        "| command | CPU ms (user+sys) | CPU / ceiling | median wall / ceiling |",
         "|---|---:|---:|---:|",
     ]
-    worst = [0.0] * STATUS_REPEATS
-    worst_wall = [0.0] * STATUS_REPEATS
+    for label in (CEILING, USER_CEILING):
+        command = next(row[1] for row in rows if row[0] == label)
+        used = [
+            statistics.fmean(
+                f["cpu"] for row, f in zip(rows, figures, strict=True) if row[1] == command
+            )
+            for figures in runs
+        ]
+        lines.append(f"| {label}, mean of its runs | {_joined(used, 'ms')} | ceiling | ceiling |")
+    worst = {"cpu": [0.0] * STATUS_REPEATS, "wall": [0.0] * STATUS_REPEATS}
     for index, row in enumerate(rows):
-        used = [figures[index][1] for figures in runs]
+        if not row[3]:
+            continue
         measured = [r[index] for r in runs_ratios]
-        if all(m is not None for m in measured):
-            cpu = [m[1] for m in measured if m is not None]
-            wall = [m[0] for m in measured if m is not None]
-            worst = [max(a, b) for a, b in zip(worst, cpu, strict=True)]
-            worst_wall = [max(a, b) for a, b in zip(worst_wall, wall, strict=True)]
-            shown = f"{_joined(cpu, 'x')} | {_joined(wall, 'x')}"
-        else:
-            shown = "ceiling | ceiling"
-        lines.append(f"| {row[0]} | {_joined(used, 'ms')} | {shown} |")
+        cpu = [m["cpu"] for m in measured if m is not None]
+        wall = [m["wall"] for m in measured if m is not None]
+        worst["cpu"] = [max(a, b) for a, b in zip(worst["cpu"], cpu, strict=True)]
+        worst["wall"] = [max(a, b) for a, b in zip(worst["wall"], wall, strict=True)]
+        used = [figures[index]["cpu"] for figures in runs]
+        lines.append(
+            f"| {row[0]} | {_joined(used, 'ms')} | {_joined(cpu, 'x')} | {_joined(wall, 'x')} |"
+        )
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    spread = max(worst["cpu"]) - min(worst["cpu"])
     lines += [
         "",
-        f"Worst CPU ratio of each repeat: {_joined(worst, 'x')} (spread "
-        f"{max(worst) - min(worst):.2f}); worst wall ratio of each: {_joined(worst_wall, 'x')}. "
-        f"Load average before the runs: {before}; after: {load}.",
+        f"Worst CPU ratio of each repeat: {_joined(worst['cpu'], 'x')} (spread {spread:.2f}); "
+        f"worst median wall ratio of each: {_joined(worst['wall'], 'x')}. Load average before "
+        f"the runs: {before}; after: {load}.",
     ]
     return "\n".join(lines) + "\n"
 
