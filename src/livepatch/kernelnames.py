@@ -5,8 +5,6 @@ Standard library only and imports nothing: shared by the kernel layer
 (``livepatch.kernel.identity``) and the `livepatch status` fast path.
 """
 
-from __future__ import annotations
-
 # uname machine → Debian/Ubuntu architecture name.
 ARCHITECTURES = {
     "x86_64": "amd64",

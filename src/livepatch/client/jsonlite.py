@@ -10,8 +10,6 @@ print JSON at the cost of one small import. Output is byte-for-byte
 of every CPython build, the only Python the client ships with.
 """
 
-from __future__ import annotations
-
 from _json import encode_basestring_ascii as _quote
 from _json import make_scanner as _make_scanner
 
@@ -35,11 +33,11 @@ class _Options:
     parse_constant = _CONSTANTS.__getitem__
 
 
-_OPTIONS: Any = _Options()  # typeshed wants a json scanner; any object with these attributes does
-_scan: Callable[[str, int], tuple[Any, int]] = _make_scanner(_OPTIONS)
+_OPTIONS: "Any" = _Options()  # typeshed wants a json scanner; any object with these attributes does
+_scan: "Callable[[str, int], tuple[Any, int]]" = _make_scanner(_OPTIONS)
 
 
-def loads(text: str) -> Any:
+def loads(text: str) -> "Any":
     """The value of JSON document `text`; ValueError when it is not one."""
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
@@ -56,14 +54,14 @@ def quote(text: str) -> str:
     return _quote(text)
 
 
-def dumps(value: Any, indent: int = 2) -> str:
+def dumps(value: "Any", indent: int = 2) -> str:
     """``json.dumps(value, indent=indent)`` for str keys and JSON's own value types."""
     parts: list[str] = []
     _encode(value, parts, "\n", " " * indent)
     return "".join(parts)
 
 
-def _encode(value: Any, parts: list[str], newline: str, step: str) -> None:
+def _encode(value: "Any", parts: list[str], newline: str, step: str) -> None:
     if isinstance(value, str):
         parts.append(_quote(value))
     elif value is None:

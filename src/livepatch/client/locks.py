@@ -1,7 +1,5 @@
 """Whether a lock file is held, with the standard library alone (the status fast path uses it)."""
 
-from __future__ import annotations
-
 import fcntl
 import os
 

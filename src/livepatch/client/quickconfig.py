@@ -9,8 +9,6 @@ unexpected type), it gives None and the full path answers, with its error.
 KEYS and DEFAULTS mirror ``config.Config``; a unit test pins them.
 """
 
-from __future__ import annotations
-
 import os
 
 from livepatch.client import jsonlite

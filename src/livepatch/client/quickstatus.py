@@ -16,8 +16,6 @@ check mirrors ``transitions.reconcile``; unit tests pin both.
 Standard library only, and little of it: this module is the fast path.
 """
 
-from __future__ import annotations
-
 import errno
 import os
 import time
@@ -59,7 +57,7 @@ REPORT_FIELDS = frozenset(
     }
 )
 REPORT_REQUIRED = frozenset({"patch_id", "kernel", "result"})
-NEVER_ENROLLED: dict[str, Any] = {
+NEVER_ENROLLED: "dict[str, Any]" = {
     "version": 1,
     "enrolment": None,
     "kernel": None,
@@ -182,7 +180,7 @@ def _optional(value: object, *names: str, times: tuple[str, ...] = ()) -> bool:
     )
 
 
-def _safety_records(record: dict[str, Any]) -> bool:
+def _safety_records(record: "dict[str, Any]") -> bool:
     """The health watch, verdict, crash and revocation records (``client.state``)."""
     health = record.get("health")
     return (
@@ -221,7 +219,7 @@ def well_formed(record: object) -> bool:
     )
 
 
-def settled(record: dict[str, Any], kernel_key: str, loaded: dict[str, bool]) -> bool:
+def settled(record: "dict[str, Any]", kernel_key: str, loaded: dict[str, bool]) -> bool:
     """Whether ``transitions.reconcile`` would return this record unchanged."""
     if record["kernel"] != kernel_key or record["applying"] is not None:
         return False
@@ -234,7 +232,7 @@ def settled(record: dict[str, Any], kernel_key: str, loaded: dict[str, bool]) ->
     )
 
 
-def _record(state_dir: str, kernel_key: str) -> dict[str, Any]:
+def _record(state_dir: str, kernel_key: str) -> "dict[str, Any]":
     try:
         with open(os.path.join(state_dir, "state.json"), "rb") as stream:
             text = stream.read().decode("utf-8")
@@ -252,10 +250,18 @@ def _record(state_dir: str, kernel_key: str) -> dict[str, Any]:
 
 
 def _cpu_model(root: str) -> str:
-    for line in _host_file(root, "proc/cpuinfo").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            return value.strip()
+    """The first "model name" in /proc/cpuinfo (``host.read_host``'s), read no further:
+    the kernel writes a block per CPU as the file is read, so all of it costs a big
+    machine milliseconds."""
+    try:
+        path = os.path.join(root, "proc/cpuinfo")
+        with open(path, encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
     return ""
 
 
@@ -271,14 +277,14 @@ def _uptime(root: str) -> int:
     return int(float(text[0])) if text else 0
 
 
-def _tier(record: dict[str, Any], settings: dict[str, str | int]) -> str:
+def _tier(record: "dict[str, Any]", settings: dict[str, str | int]) -> str:
     """``checkin.effective_tier``: the configured tier, else the enrolment's."""
     enrolment = record["enrolment"]
     name = settings["tier"] or (enrolment["tier"] if enrolment else "")
     return name if name in TIERS else TIERS[0]
 
 
-def build(state_dir: str, root: str = "/", host: str = "/") -> dict[str, Any] | None:
+def build(state_dir: str, root: str = "/", host: str = "/") -> "dict[str, Any] | None":
     """The status document, or None when the full path must build it.
 
     `root` is where the kernel's /proc and /sys are read (``KernelAdapter``'s

@@ -6,8 +6,6 @@ Colour is the caller's decision (a TTY without NO_COLOR) and only ever wraps
 the value.
 """
 
-from __future__ import annotations
-
 from livepatch.client import jsonlite
 
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
@@ -43,11 +41,11 @@ ASCII_SYMBOLS = {"ok": "+", "bad": "x", "wait": "~"}
 COLOURS = {"ok": GREEN, "bad": RED, "wait": YELLOW}
 
 
-def render_json(doc: Mapping[str, Any]) -> str:
+def render_json(doc: "Mapping[str, Any]") -> str:
     return jsonlite.dumps(dict(doc)) + "\n"
 
 
-def render_yaml(doc: Mapping[str, Any]) -> str:
+def render_yaml(doc: "Mapping[str, Any]") -> str:
     from livepatch.client import yamllite
 
     return yamllite.dumps(dict(doc))
@@ -126,12 +124,12 @@ class _Lines:
 
 
 def render_human(
-    doc: Mapping[str, Any],
+    doc: "Mapping[str, Any]",
     *,
     verbose: bool = False,
     colour: bool = False,
     unicode: bool = True,
-    now: datetime | None = None,
+    now: "datetime | None" = None,
 ) -> str:
     """``key: value`` lines; `verbose` adds host facts and fix descriptions."""
     import time

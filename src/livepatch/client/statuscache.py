@@ -13,13 +13,10 @@ refreshed on every read: Uptime and Daemon-Running.
 Standard library only, and little of it: this module is the fast path.
 """
 
-from __future__ import annotations
-
 import os
 
 from livepatch import __version__
 from livepatch.client import jsonlite
-from livepatch.client.locks import is_locked
 
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
 if TYPE_CHECKING:
@@ -32,7 +29,7 @@ INPUT_FILES = ("state.json", "config.json", "config.public.json")
 LIVEPATCH_DIR = "sys/kernel/livepatch"
 
 
-def state_dir(environ: Mapping[str, str] = os.environ) -> str:
+def state_dir(environ: "Mapping[str, str]" = os.environ) -> str:
     """The state directory: $LIVEPATCH_STATE_DIR, else $SNAP_DATA, else /var/lib/livepatch."""
     for name in ("LIVEPATCH_STATE_DIR", "SNAP_DATA"):
         if environ.get(name):
@@ -56,7 +53,7 @@ def _stat(path: str) -> list[int] | None:
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
-def inputs(state_dir: str, root: str = "/") -> dict[str, Any]:
+def inputs(state_dir: str, root: str = "/") -> "dict[str, Any]":
     """Everything the document depends on, as cheap-to-read values."""
     patches: dict[str, list[str | None]] = {}
     base = os.path.join(root, LIVEPATCH_DIR)
@@ -86,7 +83,7 @@ def inputs(state_dir: str, root: str = "/") -> dict[str, Any]:
     }
 
 
-def save(state_dir: str, key: dict[str, Any], doc: dict[str, Any]) -> None:
+def save(state_dir: str, key: "dict[str, Any]", doc: "dict[str, Any]") -> None:
     """Store `doc`, built from inputs `key` (read *before* building it), atomically."""
     path = os.path.join(state_dir, CACHE_NAME)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -103,10 +100,14 @@ def save(state_dir: str, key: dict[str, Any], doc: dict[str, Any]) -> None:
 
 
 def _daemon_running(state_dir: str) -> bool:
+    # Here, not at the top: `livepatch config` imports this module for state_dir()
+    # alone and would pay for fcntl.
+    from livepatch.client.locks import is_locked
+
     return is_locked(os.path.join(state_dir, "daemon.pid"))
 
 
-def load(state_dir: str, root: str = "/") -> dict[str, Any] | None:
+def load(state_dir: str, root: str = "/") -> "dict[str, Any] | None":
     """The cached document if its inputs are unchanged (live fields refreshed), else None."""
     try:
         with open(os.path.join(state_dir, CACHE_NAME), "rb") as stream:

@@ -6,8 +6,6 @@ state file's own content when reconciling would change nothing. Standard
 library only, and none of it imported: this module is on the fast path.
 """
 
-from __future__ import annotations
-
 from livepatch import __version__
 
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
@@ -21,7 +19,7 @@ def iso(stamp: str | None) -> str | None:
     return stamp.replace("+00:00", "Z") if stamp else None
 
 
-def fixes(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+def fixes(record: "Mapping[str, Any]") -> "list[dict[str, Any]]":
     """Every fix known for the running kernel: applied ones patched, the rest not."""
     applied = record["applied"]["fixes"] if record["applied"] else []
     patched = {fix["name"] for fix in applied}
@@ -41,7 +39,7 @@ def fixes(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def document(
-    record: Mapping[str, Any],
+    record: "Mapping[str, Any]",
     *,
     kernel_key: str,
     architecture: str,
@@ -50,7 +48,7 @@ def document(
     uptime: int,
     tier: str,
     daemon_running: bool,
-) -> dict[str, Any]:
+) -> "dict[str, Any]":
     """The status document for the state `record` (``state.to_json``), already
     reconciled with the running kernel; `boot_time` is ISO 8601 with ``Z``."""
     enrolment = record["enrolment"]
@@ -89,7 +87,7 @@ def document(
     }
 
 
-def health(record: Mapping[str, Any]) -> dict[str, Any] | None:
+def health(record: "Mapping[str, Any]") -> "dict[str, Any] | None":
     """The verdict on the last patch applied: watching, healthy or unhealthy."""
     found = record.get("health")
     if found is None:
@@ -103,7 +101,7 @@ def health(record: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def crash(record: Mapping[str, Any]) -> dict[str, Any] | None:
+def crash(record: "Mapping[str, Any]") -> "dict[str, Any] | None":
     found = record.get("crashed")
     if found is None:
         return None
@@ -119,7 +117,7 @@ def crash(record: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def revoked(record: Mapping[str, Any]) -> dict[str, Any] | None:
+def revoked(record: "Mapping[str, Any]") -> "dict[str, Any] | None":
     found = record.get("revoked")
     if found is None:
         return None

@@ -10,8 +10,6 @@ might take for another type is quoted even where PyYAML would not (a
 version such as 0.1.0 is a float to YAML 1.1's own definition).
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False  # typing costs ~10 ms; annotations only (see livepatch.cli)
 if TYPE_CHECKING:
     from typing import Any
@@ -68,7 +66,7 @@ def _double_quoted(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def scalar(value: Any) -> str:
+def scalar(value: "Any") -> str:
     if value is None:
         return "null"
     if value is True:
@@ -86,14 +84,14 @@ def scalar(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as YAML here")
 
 
-def dumps(document: dict[str, Any]) -> str:
+def dumps(document: "dict[str, Any]") -> str:
     """The mapping `document` as block-style YAML."""
     lines: list[str] = []
     _mapping(document, "", "", lines)
     return "".join(line + "\n" for line in lines)
 
 
-def _mapping(mapping: dict[str, Any], first: str, indent: str, lines: list[str]) -> None:
+def _mapping(mapping: "dict[str, Any]", first: str, indent: str, lines: list[str]) -> None:
     """Lines of `mapping`; the first starts with `first` (a sequence's "- ")."""
     prefix = first
     for key, value in mapping.items():
@@ -101,7 +99,7 @@ def _mapping(mapping: dict[str, Any], first: str, indent: str, lines: list[str])
         prefix = indent
 
 
-def _entry(head: str, value: Any, indent: str, lines: list[str]) -> None:
+def _entry(head: str, value: "Any", indent: str, lines: list[str]) -> None:
     if isinstance(value, dict) and value:
         lines.append(head)
         _mapping(value, indent + "  ", indent + "  ", lines)
@@ -118,7 +116,7 @@ def _entry(head: str, value: Any, indent: str, lines: list[str]) -> None:
         lines.append(head + " " + _flow(value))
 
 
-def _flow(value: Any) -> str:
+def _flow(value: "Any") -> str:
     if isinstance(value, dict):
         return "{}"
     if isinstance(value, list):

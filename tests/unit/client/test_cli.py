@@ -56,6 +56,25 @@ def test_status_json_when_not_enabled_still_prints_the_document(wired, capsys):
     assert json.loads(out)["Enrolled"] is False
 
 
+def test_the_fast_paths_not_enabled_sentence_is_the_error_classs():
+    from livepatch.client.errors import NotEnabled
+
+    assert str(NotEnabled()) == cli.NOT_ENABLED
+    assert cli.NOT_ENABLED_EXIT == NotEnabled().exit_code == 1
+
+
+def test_status_not_enabled_says_the_same_on_the_fast_and_the_full_path(wired, capsys, monkeypatch):
+    formats = ([], ["--format", "json"], ["--format", "yaml"])
+    fast = [run(capsys, "status", *f) for f in formats]
+    monkeypatch.setattr(quickstatus, "build", lambda *args: None)  # unsure: the full path
+    full = [run(capsys, "status", *f) for f in formats]  # (the fake world's host facts)
+    sentence = f"livepatch: {cli.NOT_ENABLED}\n"
+    assert [(code, err) for code, _, err in fast + full] == [(1, sentence)] * 6
+    assert fast[0][1] == full[0][1] == ""
+    assert json.loads(fast[1][1])["Enrolled"] is json.loads(full[1][1])["Enrolled"] is False
+    assert "Enrolled: false" in fast[2][1] and "Enrolled: false" in full[2][1]
+
+
 def test_enable_status_refresh_disable(wired, capsys):
     wired.metadata.patches_list = [patch("3")]
     code, out, err = run(capsys, "enable", "good-token")

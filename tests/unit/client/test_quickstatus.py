@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livepatch.client import commands, quickstatus
+from livepatch.client import commands, host, quickstatus
 from livepatch.client.kernelport import KernelAdapter
 from livepatch.client.state import (
     CheckState,
@@ -255,3 +258,48 @@ def test_settled_holds_for_the_everyday_states() -> None:
     live = {"livepatch_1": True}
     assert quickstatus.settled(to_json(CHECKED), KEY, {})
     assert quickstatus.settled(to_json(SETTLED["disabled with its patch still loaded"]), KEY, live)
+
+
+CPUINFO = (
+    "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon(R) Gold 6338 @ 2.00GHz\n\n"
+    "processor\t: 1\nvendor_id\t: GenuineIntel\nmodel name\t: another\n\n"
+)
+CPU_MODEL_READERS = {
+    "fast path": lambda root: quickstatus._cpu_model(str(root)),
+    "full path": host._cpu_model,
+}
+
+
+@pytest.mark.parametrize("read", CPU_MODEL_READERS.values(), ids=CPU_MODEL_READERS.keys())
+def test_the_cpu_model_is_the_first_processors(tmp_path: Path, read: Any) -> None:
+    assert read(tmp_path) == ""  # no /proc/cpuinfo
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n\n")
+    assert read(tmp_path) == ""  # arm64 names no model
+    (tmp_path / "proc/cpuinfo").write_text(CPUINFO)
+    assert read(tmp_path) == "Xeon(R) Gold 6338 @ 2.00GHz"
+
+
+@pytest.mark.parametrize("read", CPU_MODEL_READERS.values(), ids=CPU_MODEL_READERS.keys())
+def test_the_cpu_model_is_read_no_further_than_its_line(tmp_path: Path, read: Any) -> None:
+    """The kernel writes /proc/cpuinfo a CPU at a time as it is read: a reader that
+    wanted the rest would wait here, on a pipe whose writer stays open for 5 s."""
+    (tmp_path / "proc").mkdir()
+    os.mkfifo(tmp_path / "proc/cpuinfo")
+    done = threading.Event()
+
+    def write() -> None:
+        with open(tmp_path / "proc/cpuinfo", "w") as stream:
+            stream.write(CPUINFO)
+            stream.flush()
+            done.wait(5)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    started = time.monotonic()
+    try:
+        assert read(tmp_path) == "Xeon(R) Gold 6338 @ 2.00GHz"
+        assert time.monotonic() - started < 4
+    finally:
+        done.set()
+        writer.join()
