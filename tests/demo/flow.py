@@ -25,11 +25,11 @@ The story, on Debian's kernel in qemu:
 10. a fleet of simulated machines enrols and catches up;
 11. fix 2 rolls out canary → moderate → all as the engine sees healthy
     reports after each soak, and the VM picks it up (atomic replace);
-12. `publish` of the faulty fix 3 runs pre-flight: Debian's kernel boots in
-    qemu, refuses the module (a symbol it lacks) and publish refuses it,
-    with the kernel's own words;
-13. fix 4 passes pre-flight (a plain boot), is published, and the VM, one of
-    its canaries, applies it: reading /proc/cmdline trips the replacement's
+12. the faulty fix 3 and a fix 4 are published side by side, each through
+    pre-flight (Debian's kernel booted in qemu with a plain command line):
+    the kernel refuses fix 3 (a symbol it lacks) and publish refuses it, in
+    the kernel's own words; fix 4 passes and is published;
+13. the VM, one of fix 4's canaries, applies it: reading /proc/cmdline trips the replacement's
     WARN on this command line, so the client's health check judges it
     unhealthy with the kernel's WARNING as evidence and reports that. The
     fleet's canaries replay exactly that report, read back from the
@@ -158,6 +158,8 @@ class Facts:
     """What `livepatch-admin publish` of the faulty fix 3 said when pre-flight refused it."""
     published: dict[str, Any] = field(default_factory=dict)
     """`publish --format json` of each published fix, by label."""
+    vm_fix2_health: str = ""
+    """The VM's health verdict on fix 2, as the service stored it."""
     vm_report: Report | None = None
     """Fix 4's outcome as the VM reported it, read back from the service's database."""
     replayed: Report | None = None
@@ -587,36 +589,60 @@ def roll_out_fix2(demo: Demo) -> None:
     demo.narrator.say(f"/sys/kernel/livepatch: {loaded} (replaced fix 1)")
 
 
-def refuse_faulty(demo: Demo) -> None:
-    """Publish the faulty fix 3 with pre-flight on: the kernel refuses it, publish too."""
-    assert demo.admin is not None
-    module = demo.modules[FAULTY.module]
-    argv = [
+def publish_argv(demo: Demo, spec: PatchSpec, *options: str) -> list[str]:
+    module = demo.modules[spec.module]
+    return [
         "publish",
+        *options,
         str(module.relative_to(demo.workdir)),
         "--kernel",
         demo.kernel,
         "--cve",
-        *FAULTY.cves,
+        *spec.cves,
         "--severity",
-        FAULTY.severity,
+        spec.severity,
         "--description",
-        FAULTY.description,
+        spec.description,
     ]
+
+
+def preflight_both(demo: Demo) -> None:
+    """Publish fix 3 and fix 4 side by side, pre-flight on: fix 3 is refused, 4 published.
+
+    Each pre-flight boots its own VM (about 30 s under TCG); they run at once.
+    """
+    assert demo.admin is not None
     demo.narrator.say(
-        f"publish runs pre-flight first: Debian's kernel {demo.kernel} boots in qemu and "
-        "the client's own code loads the module there"
+        f"publish runs pre-flight first: Debian's kernel {demo.kernel} boots in qemu with a "
+        "plain command line (no demo.*) and the client's own code loads the module there; "
+        "fix 3 and fix 4 are published at once, their pre-flight VMs side by side"
     )
-    demo.narrator.command("$", ["livepatch-admin", *argv])
-    code, out, err = demo.admin.attempt(*argv)
-    refusal = err.strip()
-    if code == 0:
+    argv = publish_argv(demo, FAULTY)
+    demo.narrator.command("$", ["livepatch-admin", *argv, "&"])
+    faulty = demo.admin.start(*argv)
+    try:
+        # The VM must have judged fix 2 before fix 4 appears, or its daemon's own
+        # check-in at the end of that window could take fix 4 before the demo does.
+        fix2 = vm_verdict(
+            demo, demo.facts.patch_ids[FIX2.label], timeout=HEALTH_WINDOW_SECONDS + 90
+        )
+        demo.facts.vm_fix2_health = fix2.health or ""
+        demo.publish(FIX4, "--minimum-applied", str(FIX4_MINIMUM_APPLIED))
+    finally:
+        out, err = faulty.communicate()
+    preflight = demo.facts.published[FIX4.label]["preflight"]
+    demo.narrator.say(
+        f"fix 4: pre-flight {preflight['result']} on {preflight['kernel']}; its canary "
+        f"stage waits for {FIX4_MINIMUM_APPLIED} healthy reports, whatever its soak"
+    )
+    if faulty.returncode == 0:
         raise RuntimeError(f"Pre-flight let the faulty {FAULTY.label} through: {out.strip()}")
-    demo.facts.preflight_refusal = refusal
+    demo.facts.preflight_refusal = refusal = err.strip()
+    demo.narrator.say("fix 3:")
     demo.narrator.output(refusal)
     listed = demo.admin.json("patches", "list")
     demo.narrator.say(
-        f"nothing was published ({len(listed)} patches, as before): no machine will ever see it"
+        f"fix 3 was never published ({len(listed)} patches in all): no machine will see it"
     )
 
 
@@ -655,15 +681,7 @@ def halt_fix4(demo: Demo) -> None:
     """Fix 4 passes pre-flight, turns unhealthy on the VM; the canaries replay that; halt."""
     fleet, vm, admin = demo.fleet, demo.vm, demo.admin
     assert fleet is not None and vm is not None and admin is not None
-    demo.narrator.say(
-        "pre-flight boots the kernel again for fix 4, with a plain command line (no demo.*)"
-    )
-    patch_id = demo.publish(FIX4, "--minimum-applied", str(FIX4_MINIMUM_APPLIED))
-    preflight = demo.facts.published[FIX4.label]["preflight"]
-    demo.narrator.say(
-        f"pre-flight: {preflight['result']} on {preflight['kernel']}; its canary stage waits "
-        f"for {FIX4_MINIMUM_APPLIED} healthy reports, whatever its soak"
-    )
+    patch_id = demo.facts.patch_ids[FIX4.label]
     canaries = round(CANARY_PERCENTAGE * BUCKETS / 100)
     vm_bucket = bucket(demo.facts.vm_machine_id, patch_id)
     demo.narrator.say(
@@ -798,9 +816,9 @@ def run(
             enrol_fleet(demo, stack)
         with narrator.step("Roll out cumulative fix 2: canary → moderate → all"):
             roll_out_fix2(demo)
-        with narrator.step("Publish faulty fix 3: pre-flight on the real kernel refuses it"):
-            refuse_faulty(demo)
-        with narrator.step("Fix 4: unhealthy on the VM's kernel, replayed by its canaries, halted"):
+        with narrator.step("Publish fixes 3 and 4: pre-flight on the real kernel refuses 3"):
+            preflight_both(demo)
+        with narrator.step("Fix 4 turns unhealthy on the VM; its canaries replay that: halted"):
             halt_fix4(demo)
         with narrator.step("Stop everything"):
             open_dashboard(demo, keep_running)

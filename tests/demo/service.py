@@ -144,17 +144,17 @@ class Admin:
     def json(self, *argv: str) -> Any:
         return json.loads(self.run(*argv, "--format", "json"))
 
-    def attempt(self, *argv: str) -> tuple[int, str, str]:
-        """`livepatch-admin ARGV` that may be refused: (exit status, stdout, stderr)."""
-        process = subprocess.run(
+    def start(self, *argv: str) -> subprocess.Popen[str]:
+        """`livepatch-admin ARGV` in the background (`.communicate()` for its output)."""
+        return subprocess.Popen(
             [str(ADMIN), *argv],
             cwd=self.workdir,
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
             env=self.environment(),
         )
-        return process.returncode, process.stdout, process.stderr
 
     def reported(self, machine_id: str, patch_id: str) -> Report | None:
         """The outcome `machine_id` reported for `patch_id`, as the service's database
