@@ -640,10 +640,7 @@ def preflight_both(demo: Demo) -> None:
     demo.facts.preflight_refusal = refusal = err.strip()
     demo.narrator.say("fix 3:")
     demo.narrator.output(refusal)
-    listed = demo.admin.json("patches", "list")
-    demo.narrator.say(
-        f"fix 3 was never published ({len(listed)} patches in all): no machine will see it"
-    )
+    demo.narrator.say("fix 3 was never published: no machine will ever see it")
 
 
 def vm_verdict(demo: Demo, patch_id: str, timeout: float) -> Report:
@@ -689,8 +686,9 @@ def halt_fix4(demo: Demo) -> None:
         f"{BUCKETS}); it checks in first:"
     )
     demo.guest("refresh")
-    demo.facts.loaded["fix4"] = demo.loaded()
+    # Read at once: the health window must see what the replacement does.
     demo.facts.cmdline["fix4"] = after = demo.cmdline()
+    demo.facts.loaded["fix4"] = demo.loaded()
     demo.narrator.say(f"a user reads /proc/cmdline: {_params(after)}")
     demo.narrator.say(
         f"waiting for the VM's health verdict (health-window={HEALTH_WINDOW_SECONDS} s)…"
