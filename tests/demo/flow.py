@@ -60,7 +60,7 @@ from livepatch.server.config import DATA_DIR_ENV
 from tests.demo.client import Client, build_snap, snap_client, source_tree_client
 from tests.demo.fleet import Fleet, Progress
 from tests.demo.narrator import Narrator
-from tests.demo.processes import RUN_VARIABLE, kill_marked, listening
+from tests.demo.processes import RUN_VARIABLE, kill_marked, listening, marked
 from tests.demo.service import Admin, RunningService, Tls, private_tls, running_service
 from tests.demo.vm import HOST_FROM_GUEST, GuestError, GuestVm
 from tests.vm import build_modules, default_release
@@ -88,6 +88,7 @@ FIX4_MINIMUM_APPLIED = 5
 cannot be promoted on soak time alone while the VM's verdict is still pending."""
 
 INTERFACE = "io.livepatch.Livepatch1"
+EXIT_GRACE = 3.0
 GUEST_RUN = Path("/run/livepatch-demo")
 MOTD_FRAGMENT = Path("/run/livepatch/motd")
 
@@ -618,7 +619,8 @@ def preflight_both(demo: Demo) -> None:
         "fix 3 and fix 4 are published at once, their pre-flight VMs side by side"
     )
     argv = publish_argv(demo, FAULTY)
-    demo.narrator.command("$", ["livepatch-admin", *argv, "&"])
+    demo.narrator.command("$", ["livepatch-admin", *argv])
+    demo.narrator.say("(in the background; meanwhile:)")
     faulty = demo.admin.start(*argv)
     try:
         # The VM must have judged fix 2 before fix 4 appears, or its daemon's own
@@ -698,9 +700,11 @@ def halt_fix4(demo: Demo) -> None:
     demo.facts.status["fix4"] = demo.status_json()
     dmesg = vm.run(["dmesg"]).check().stdout
     demo.facts.vm_dmesg = "\n".join(
-        line for line in dmesg.splitlines() if FIX4.module in line or "WARNING:" in line
+        line
+        for line in dmesg.splitlines()
+        if (FIX4.module in line or "WARNING:" in line) and "Modules linked in:" not in line
     )
-    demo.narrator.say("the VM's kernel log:")
+    demo.narrator.say("the VM's kernel log (dmesg, the lines naming fix 4):")
     demo.narrator.output(demo.facts.vm_dmesg)
     demo.narrator.say(f"the VM's report, as the service stored it: {describe(report)}")
     fleet.replay(report)
@@ -751,10 +755,16 @@ def shut_down(demo: Demo, stack: contextlib.ExitStack) -> None:
         f"VM powered off ({vm_seconds:.1f} s), "
         f"service stopped ({time.monotonic() - started - vm_seconds:.1f} s)"
     )
-    demo.facts.left_running = kill_marked(demo.facts.run_id)
+    # A process killed a moment ago may still be exiting on a busy machine: what is
+    # still there after EXIT_GRACE seconds was left running.
+    deadline = time.monotonic() + EXIT_GRACE
+    while marked(demo.facts.run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    demo.facts.left_running = left = kill_marked(demo.facts.run_id)
     demo.facts.left_listening = [port for port in demo.facts.ports if listening(port)]
+    names = f" ({', '.join(f'{name} {pid}' for pid, name in left)})" if left else ""
     demo.narrator.say(
-        f"processes left: {len(demo.facts.left_running)}, "
+        f"processes left: {len(left)}{names}, "
         f"ports still listening: {len(demo.facts.left_listening)}"
     )
 
