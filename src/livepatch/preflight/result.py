@@ -76,7 +76,7 @@ def failure_reason(result: PreflightResult) -> str:
         if not complaint:
             return f"it did not load on {result.kernel}: {result.reason}"
         reason = result.reason.rstrip(".")
-        return f'it did not load on {result.kernel}: {reason} (the kernel logged "{complaint}")'
+        return f'it did not load on {result.kernel}: {reason}; the kernel logged "{complaint}"'
     if result.health != "healthy":
         return f"it turned unhealthy on {result.kernel}: {result.evidence or 'no detail'}"
     return f"it could not be disabled and unloaded on {result.kernel}: {result.reason}"

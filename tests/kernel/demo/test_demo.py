@@ -176,9 +176,10 @@ def test_preflight_refuses_the_faulty_fix3_in_the_kernels_own_words(demo: DemoRu
         f"livepatch-admin: Pre-flight refused the module: it did not load on {kernel}: "
     ), refusal
     # Only the real kernel's livepatch core writes this line.
+    assert "so it conflicts with the livepatches already loaded or patches something" in refusal
     assert (
-        "(the kernel logged \"livepatch: symbol 'cmdline_proc_show_redacted' not found in "
-        'symbol table")'
+        "; the kernel logged \"livepatch: symbol 'cmdline_proc_show_redacted' not found in "
+        'symbol table"; fix the module'
     ) in refusal, refusal
     assert refusal in demo.transcript
     assert f"$ livepatch-admin publish patches/{FAULTY.module}.ko" in demo.transcript

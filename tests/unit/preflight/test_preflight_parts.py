@@ -74,8 +74,8 @@ def test_failure_reasons_name_the_step() -> None:
         ],
     )
     assert failure_reason(told) == (
-        f"it did not load on {KEY}: EINVAL "
-        "(the kernel logged \"livepatch: symbol 'f' not found in symbol table\")"
+        f"it did not load on {KEY}: EINVAL; "
+        "the kernel logged \"livepatch: symbol 'f' not found in symbol table\""
     )
     sick = passed(health="unhealthy", evidence="new taint W")
     assert failure_reason(sick) == f"it turned unhealthy on {KEY}: new taint W"
