@@ -29,9 +29,10 @@ The story, on Debian's kernel in qemu:
     pre-flight (Debian's kernel booted in qemu with a plain command line):
     the kernel refuses fix 3 (a symbol it lacks) and publish refuses it, in
     the kernel's own words; fix 4 passes and is published;
-13. the VM, one of fix 4's canaries, applies it: reading /proc/cmdline trips the replacement's
-    WARN on this command line, so the client's health check judges it
-    unhealthy with the kernel's WARNING as evidence and reports that. The
+13. the VM, one of fix 4's canaries, applies it: reading /proc/cmdline
+    trips the replacement's WARN on this command line, so the client's
+    health check judges it unhealthy with the kernel's WARNING as evidence
+    and reports that. The
     fleet's canaries replay exactly that report, read back from the
     service's database, and the engine halts fix 4 in canary; no other
     machine ever gets it. Every failure the engine acts on came from a real
