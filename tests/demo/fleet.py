@@ -5,15 +5,17 @@ client), so the service knows it and counts its reports. Every round the
 fleet refreshes the signed metadata once through the client's TUF metadata
 source (as a caching mirror would serve it to everyone) and each machine runs
 the client's own planner on it (its machine id, tier and loaded module) to
-decide whether to apply. Only the kernel is simulated: a module listed in
-`failing` fails to load the way the real kernel refuses it, every other one
-applies. Each outcome is reported to the service, whose rollout engine
-promotes or halts the patch from those reports.
+decide whether to apply. Only the kernel is simulated, and it invents no
+failure: every module applies cleanly, unless the fleet was told to `replay`
+the report a real kernel gave for that patch (the demo VM's, read back from
+the service), which each machine then sends as its own. Each outcome is
+reported to the service, whose rollout engine promotes or halts the patch
+from those reports.
 """
 
 from __future__ import annotations
 
-import errno
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +51,7 @@ class Action:
     patch_id: str
     stage: Stage
     result: str
+    health: str | None = None
 
 
 @dataclass
@@ -73,6 +76,9 @@ class Progress:
     def count(self, stage: Stage, result: str) -> int:
         return sum(1 for a in self.actions if a.stage is stage and a.result == result)
 
+    def unhealthy(self) -> int:
+        return sum(1 for a in self.actions if a.health == "unhealthy")
+
 
 def fleet_machine_id(number: int) -> str:
     return f"fleet-{number:04d}"
@@ -86,8 +92,8 @@ class Fleet:
         self.paths = Paths(workdir)
         self.api = HttpServiceClient(url, ca_bundle=str(ca))
         self.machines: list[Machine] = []
-        self.failing: dict[str, tuple[int, str]] = {}
-        """module name -> (errno, reason) for modules the kernel refuses."""
+        self.replayed: dict[str, Report] = {}
+        """patch id -> the report a real kernel gave for it, which every machine sends."""
 
     def enrol(self, token: str, size: int) -> None:
         def one(number: int) -> Machine:
@@ -110,9 +116,10 @@ class Fleet:
         """Hang up the kept-alive HTTPS connections (a server waits for them when it stops)."""
         self.api.session.close()
 
-    def refuse(self, module: str, code: int, reason: str) -> None:
-        """Make the simulated kernel refuse `module` the way the real one does."""
-        self.failing[module] = (code, reason)
+    def replay(self, report: Report) -> None:
+        """Machines applying `report.patch_id` send `report` (a real kernel's outcome:
+        result, errno, reason, health, evidence, taint) instead of a clean apply."""
+        self.replayed[report.patch_id] = report
 
     def metadata(self) -> list[PatchInfo]:
         """The patches in the signed metadata, verified (TUF) like a client does."""
@@ -143,22 +150,18 @@ class Fleet:
 
         def apply(item: tuple[Machine, PatchInfo]) -> Action:
             machine, patch = item
-            refused = self.failing.get(patch.module_name)
-            report = Report(
-                patch_id=patch.patch_id,
-                kernel=self.kernel,
-                result="failed" if refused else "applied",
-                errno=refused[0] if refused else None,
-                reason=refused[1] if refused else None,
-                duration_ms=40,
-            )
-            self.api.report(machine.machine_id, machine.credential, report)
-            if refused:
-                machine.failed.add(patch.patch_id)
+            replayed = self.replayed.get(patch.patch_id)
+            if replayed is None:
+                report = Report(patch.patch_id, self.kernel, "applied", duration_ms=40)
             else:
+                report = dataclasses.replace(replayed, kernel=self.kernel)
+            self.api.report(machine.machine_id, machine.credential, report)
+            if report.result == "applied":
                 machine.loaded = patch.module_name
+            else:
+                machine.failed.add(patch.patch_id)
             stage = by_id[patch.patch_id].rollout.stage
-            return Action(machine.machine_id, patch.patch_id, stage, report.result)
+            return Action(machine.machine_id, patch.patch_id, stage, report.result, report.health)
 
         with ThreadPoolExecutor(THREADS) as pool:
             actions = list(pool.map(apply, work))
@@ -193,10 +196,3 @@ class Fleet:
                     f"{'(halted) ' if state.halted else ''}after {timeout:g} s."
                 )
             time.sleep(interval)
-
-
-FAULTY_REASON = (
-    "The kernel refused the module: Invalid argument "
-    "(livepatch: symbol 'cmdline_proc_show_redacted' not found in symbol table)."
-)
-FAULTY_ERRNO = errno.EINVAL

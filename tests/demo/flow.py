@@ -9,23 +9,35 @@ The story, on Debian's kernel in qemu:
 1. boot the VM (in the background: it takes a while under TCG) with two
    "secrets" on the kernel command line, which /proc/cmdline shows to
    every user: that is the vulnerability the fixes close;
-2. build the client snap (`make snap`) and three livepatch modules for the
-   VM's kernel (tests/demo/modules): fix 1, a cumulative fix 2 and a faulty
-   fix 3;
+2. build the client snap (`make snap`) and four livepatch modules for the
+   VM's kernel (tests/demo/modules): fix 1, a cumulative fix 2, a faulty
+   fix 3 and a fix 4 that misbehaves only on machines with a secret;
 3. `livepatch-admin keys init` and a private CA for the service's TLS;
 4. `livepatch-server serve` (SQLite, HTTPS), with a short rollout policy;
 5. `livepatch-admin tokens create`;
-6. `livepatch-admin publish` fix 1 with its CVE, then promote it to all;
+6. `livepatch-admin publish` fix 1 with its CVE, then promote it to all
+   (fixes 1 and 2 skip pre-flight, each would cost a VM boot);
 7. in the VM: install the snap, start the system bus, dbus-monitor and the
    snap's daemon;
-8. `livepatch enable TOKEN` and `livepatch refresh`: the kernel is patched;
+8. `livepatch enable TOKEN` (with a short health window) and
+   `livepatch refresh`: the kernel is patched;
 9. `livepatch status --verbose`, the PatchApplied signal, the motd;
 10. a fleet of simulated machines enrols and catches up;
 11. fix 2 rolls out canary → moderate → all as the engine sees healthy
     reports after each soak, and the VM picks it up (atomic replace);
-12. the faulty fix 3 fails on its canaries and the engine halts it; the
-    VM, one of its moderate machines, never applies it;
-13. everything is stopped; nothing is left running or listening.
+12. the faulty fix 3 and a fix 4 are published side by side, each through
+    pre-flight (Debian's kernel booted in qemu with a plain command line):
+    the kernel refuses fix 3 (a symbol it lacks) and publish refuses it, in
+    the kernel's own words; fix 4 passes and is published;
+13. the VM, one of fix 4's canaries, applies it: reading /proc/cmdline
+    trips the replacement's WARN on this command line, so the client's
+    health check judges it unhealthy with the kernel's WARNING as evidence
+    and reports that. The
+    fleet's canaries replay exactly that report, read back from the
+    service's database, and the engine halts fix 4 in canary; no other
+    machine ever gets it. Every failure the engine acts on came from a real
+    kernel;
+14. everything is stopped; nothing is left running or listening.
 """
 
 from __future__ import annotations
@@ -43,12 +55,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from livepatch.client.state import Report
 from livepatch.rollout import BUCKETS, RolloutState, Stage, bucket
 from livepatch.server.config import DATA_DIR_ENV
 from tests.demo.client import Client, build_snap, snap_client, source_tree_client
-from tests.demo.fleet import FAULTY_ERRNO, FAULTY_REASON, Fleet, Progress
+from tests.demo.fleet import Fleet, Progress
 from tests.demo.narrator import Narrator
-from tests.demo.processes import RUN_VARIABLE, kill_marked, listening
+from tests.demo.processes import RUN_VARIABLE, kill_marked, listening, marked
 from tests.demo.service import Admin, RunningService, Tls, private_tls, running_service
 from tests.demo.vm import HOST_FROM_GUEST, GuestError, GuestVm
 from tests.vm import build_modules, default_release
@@ -56,7 +69,7 @@ from tests.vm.qemu import REPO
 
 MODULES = Path(__file__).parent / "modules"
 BUS_POLICY = REPO / "interfaces" / "io.livepatch.Livepatch1.conf"
-STEPS = 13
+STEPS = 14
 
 SECRETS = {"demo.password": "hunter2", "demo.token": "s3cr3t-t0ken"}
 """Kernel command-line parameters every user can read in /proc/cmdline."""
@@ -69,8 +82,14 @@ CANARY_SOAK_SECONDS = 8.0
 MODERATE_SOAK_SECONDS = 5.0
 MINIMUM_SAMPLE = 10
 FLEET_SIZE = 200
+HEALTH_WINDOW_SECONDS = 10
+"""The VM's `health-window` (default 300 s): fix 4 is judged within the demo's time."""
+FIX4_MINIMUM_APPLIED = 5
+"""Fix 4's canary waits for this many healthy reports (publish --minimum-applied): it
+cannot be promoted on soak time alone while the VM's verdict is still pending."""
 
 INTERFACE = "io.livepatch.Livepatch1"
+EXIT_GRACE = 3.0
 GUEST_RUN = Path("/run/livepatch-demo")
 MOTD_FRAGMENT = Path("/run/livepatch/motd")
 
@@ -105,6 +124,13 @@ FAULTY = PatchSpec(
     "medium",
     "fix 2 plus a hardening of a function this kernel lacks: a faulty build (demo)",
 )
+FIX4 = PatchSpec(
+    "fix 4",
+    "livepatch_demo_fix4",
+    ("CVE-2099-10001", "CVE-2099-10002", "CVE-2099-10004"),
+    "medium",
+    "fix 2 plus an audit of secrets shown by /proc/cmdline (demo)",
+)
 
 
 @dataclass
@@ -118,22 +144,36 @@ class Facts:
     vm_machine_id: str = ""
     vm_boot_seconds: float = 0.0
     cmdline: dict[str, dict[str, str]] = field(default_factory=dict)
-    """demo.* parameters as /proc/cmdline shows them: before, fix1, fix2, fix3."""
+    """demo.* parameters as /proc/cmdline shows them: before, fix1, fix2, fix4."""
     enable: str = ""
     refresh: str = ""
     status_verbose: str = ""
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """`livepatch status --format json` after fix1, fix2 and fix3."""
+    """`livepatch status --format json` after fix1, fix2 and fix4 (judged)."""
     signals: list[tuple[str, list[str]]] = field(default_factory=list)
     """(member, arguments) of every io.livepatch.Livepatch1 signal on the VM's system bus."""
     motd_fragment: str = ""
     motd: str = ""
     loaded: dict[str, list[str]] = field(default_factory=dict)
-    """Directories in /sys/kernel/livepatch after fix1, fix2 and fix3."""
+    """Directories in /sys/kernel/livepatch after fix1, fix2 and fix4."""
+    preflight_refusal: str = ""
+    """What `livepatch-admin publish` of the faulty fix 3 said when pre-flight refused it."""
+    published: dict[str, Any] = field(default_factory=dict)
+    """`publish --format json` of each published fix, by label."""
+    vm_fix2_health: str = ""
+    """The VM's health verdict on fix 2, as the service stored it."""
+    vm_report: Report | None = None
+    """Fix 4's outcome as the VM reported it, read back from the service's database."""
+    replayed: Report | None = None
+    """The report the fleet's canaries sent for fix 4."""
+    vm_dmesg: str = ""
+    """The VM's kernel log lines naming fix 4's module, and its WARNING lines."""
+    fleet_reports: dict[str, Report | None] = field(default_factory=dict)
+    """Fix 4's report of each fleet machine that acted, read back from the service."""
     fleet_enrolled: int = 0
     fleet: dict[str, Progress] = field(default_factory=dict)
     shown: dict[str, Any] = field(default_factory=dict)
-    """`livepatch-admin patches show --format json` of fix 2 and fix 3 at the end."""
+    """`livepatch-admin patches show --format json` of fix 2 and fix 4 at the end."""
     ports: list[int] = field(default_factory=list)
     left_running: list[tuple[int, str]] = field(default_factory=list)
     left_listening: list[int] = field(default_factory=list)
@@ -216,11 +256,11 @@ class Demo:
         document: dict[str, Any] = json.loads(result.stdout)
         return document
 
-    def publish(self, spec: PatchSpec) -> str:
+    def publish(self, spec: PatchSpec, *options: str) -> str:
         module = self.modules[spec.module]
         info = self.host_json(
             "publish",
-            "--no-preflight",
+            *options,
             str(module.relative_to(self.workdir)),
             "--kernel",
             self.kernel,
@@ -239,6 +279,7 @@ class Demo:
                 "predicted_patch_id in tests/demo/flow.py to its numbering."
             )
         self.facts.patch_ids[spec.label] = patch_id
+        self.facts.published[spec.label] = info
         rollout = info["rollout"]
         self.narrator.say(
             f"published {patch_id} ({module.name}, {', '.join(spec.cves)}): "
@@ -253,20 +294,20 @@ def _mask(argument: str) -> str:
 
 
 def predicted_patch_id(kernel: str, spec: PatchSpec) -> str:
-    """Patch ids are lp-<kernel>-<version>, versions counting up per kernel."""
-    number = {FIX1.module: 1, FIX2.module: 2, FAULTY.module: 3}[spec.module]
+    """Patch ids are lp-<kernel>-<version>, versions counting up per kernel; the faulty
+    fix 3 never gets one (pre-flight refuses it before the service numbers it)."""
+    number = {FIX1.module: 1, FIX2.module: 2, FIX4.module: 3}[spec.module]
     return f"lp-{kernel}-{number}"
 
 
-def moderate_machine_id(patch_id: str) -> str:
-    """A stable machine id in `patch_id`'s moderate group (not a canary)."""
-    low = round(CANARY_PERCENTAGE * BUCKETS / 100)
-    high = round(MODERATE_PERCENTAGE * BUCKETS / 100)
+def canary_machine_id(patch_id: str) -> str:
+    """A stable machine id in `patch_id`'s canary group."""
+    canaries = round(CANARY_PERCENTAGE * BUCKETS / 100)
     for number in range(100_000):
         candidate = hashlib.sha256(f"livepatch-demo-vm-{number}".encode()).hexdigest()[:32]
-        if low <= bucket(candidate, patch_id) < high:
+        if bucket(candidate, patch_id) < canaries:
             return candidate
-    raise RuntimeError("no machine id falls in the moderate group")  # pragma: no cover
+    raise RuntimeError("no machine id falls in the canary group")  # pragma: no cover
 
 
 def stage_text(state: RolloutState) -> str:
@@ -285,7 +326,8 @@ def policy_toml() -> str:
         f"canary_soak_hours = {CANARY_SOAK_SECONDS / 3600!r}\n"
         f"moderate_soak_hours = {MODERATE_SOAK_SECONDS / 3600!r}\n"
         f"minimum_sample = {MINIMUM_SAMPLE}\n"
-        # The simulated fleet reports loads but no health verdict: promote without one.
+        # The simulated fleet reports loads but no health verdict: fixes 1 and 2 promote
+        # without one (fix 4 is published with --minimum-applied).
         "minimum_applied = 0\n"
         "[limits]\n"
         "# The whole simulated fleet enrols and reports from this one address.\n"
@@ -335,7 +377,7 @@ def build(demo: Demo) -> None:
     built = build_modules(MODULES, release=demo.kernel)
     directory = demo.workdir / "patches"
     directory.mkdir()
-    for spec in (FIX1, FIX2, FAULTY):
+    for spec in (FIX1, FIX2, FAULTY, FIX4):
         module = directory / built[spec.module].name
         shutil.copyfile(built[spec.module], module)
         demo.modules[spec.module] = module
@@ -389,7 +431,11 @@ def tokens(demo: Demo) -> None:
 
 
 def publish_fix1(demo: Demo) -> None:
-    patch_id = demo.publish(FIX1)
+    demo.narrator.say(
+        "fixes 1 and 2 are published with --no-preflight (a pre-flight boots a VM: "
+        "about 30 s each under TCG); fixes 3 and 4 go through it"
+    )
+    patch_id = demo.publish(FIX1, "--no-preflight")
     demo.narrator.say("an urgent fix: the administrator sends it to every machine at once")
     info = demo.host_json("patches", "promote", patch_id, "--to", "all")
     demo.narrator.say(f"{patch_id}: {info['rollout']['stage']} {info['rollout']['percentage']:g}%")
@@ -405,7 +451,7 @@ def start_guest(demo: Demo) -> None:
         f"the VM runs {vm.release}: its agent connected {seconds:.0f} s after the boot began "
         f"(waited {demo.narrator.elapsed() - waited:.0f} s for it)"
     )
-    machine_id = moderate_machine_id(predicted_patch_id(demo.kernel, FAULTY))
+    machine_id = canary_machine_id(predicted_patch_id(demo.kernel, FIX4))
     demo.facts.vm_machine_id = machine_id
     vm.write(Path("/etc/machine-id"), machine_id + "\n")
     demo.narrator.say(f"machine id {machine_id}")
@@ -463,6 +509,7 @@ def enable(demo: Demo) -> None:
     demo.narrator.say(f"/proc/cmdline before: {_params(before)}")
     url = f"https://{HOST_FROM_GUEST}:{demo.service.port}"
     demo.guest("config", f"remote-server={url}", f"ca-certs={demo.tls.ca}", show=False)
+    demo.guest("config", f"health-window={HEALTH_WINDOW_SECONDS}")
     demo.facts.enable = demo.guest("enable", demo.token)
     demo.facts.refresh = demo.guest("refresh")
     after = demo.cmdline()
@@ -511,8 +558,10 @@ def _narrate_rollout(demo: Demo) -> Any:
     def changed(elapsed: float, state: RolloutState, progress: Progress) -> None:
         applied = sum(1 for a in progress.actions if a.result == "applied")
         failed = sum(1 for a in progress.actions if a.result == "failed")
+        unhealthy = f", {progress.unhealthy()} of them unhealthy" if progress.unhealthy() else ""
         demo.narrator.say(
-            f"+{elapsed:4.1f} s  {stage_text(state):<18} so far {applied} applied, {failed} failed"
+            f"+{elapsed:4.1f} s  {stage_text(state):<18} so far {applied} applied{unhealthy}, "
+            f"{failed} failed"
         )
 
     return changed
@@ -521,7 +570,7 @@ def _narrate_rollout(demo: Demo) -> Any:
 def roll_out_fix2(demo: Demo) -> None:
     fleet = demo.fleet
     assert fleet is not None
-    patch_id = demo.publish(FIX2)
+    patch_id = demo.publish(FIX2, "--no-preflight")
     progress = fleet.follow(
         patch_id,
         done=lambda state: state.stage is Stage.ALL,
@@ -544,32 +593,144 @@ def roll_out_fix2(demo: Demo) -> None:
     demo.narrator.say(f"/sys/kernel/livepatch: {loaded} (replaced fix 1)")
 
 
-def halt_faulty(demo: Demo) -> None:
-    fleet = demo.fleet
-    assert fleet is not None
-    fleet.refuse(FAULTY.module, FAULTY_ERRNO, FAULTY_REASON)
-    patch_id = demo.publish(FAULTY)
+def publish_argv(demo: Demo, spec: PatchSpec, *options: str) -> list[str]:
+    module = demo.modules[spec.module]
+    return [
+        "publish",
+        *options,
+        str(module.relative_to(demo.workdir)),
+        "--kernel",
+        demo.kernel,
+        "--cve",
+        *spec.cves,
+        "--severity",
+        spec.severity,
+        "--description",
+        spec.description,
+    ]
+
+
+def preflight_both(demo: Demo) -> None:
+    """Publish fix 3 and fix 4 side by side, pre-flight on: fix 3 is refused, 4 published.
+
+    Each pre-flight boots its own VM (about 30 s under TCG); they run at once.
+    """
+    assert demo.admin is not None
+    demo.narrator.say(
+        f"publish runs pre-flight first: Debian's kernel {demo.kernel} boots in qemu with a "
+        "plain command line (no demo.*) and the client's own code loads the module there; "
+        "fix 3 and fix 4 are published at once, their pre-flight VMs side by side"
+    )
+    argv = publish_argv(demo, FAULTY)
+    demo.narrator.command("$", ["livepatch-admin", *argv])
+    demo.narrator.say("(in the background; meanwhile:)")
+    faulty = demo.admin.start(*argv)
+    try:
+        # The VM must have judged fix 2 before fix 4 appears, or its daemon's own
+        # check-in at the end of that window could take fix 4 before the demo does.
+        fix2 = vm_verdict(
+            demo, demo.facts.patch_ids[FIX2.label], timeout=HEALTH_WINDOW_SECONDS + 90
+        )
+        demo.facts.vm_fix2_health = fix2.health or ""
+        demo.publish(FIX4, "--minimum-applied", str(FIX4_MINIMUM_APPLIED))
+    finally:
+        out, err = faulty.communicate()
+    preflight = demo.facts.published[FIX4.label]["preflight"]
+    demo.narrator.say(
+        f"fix 4: pre-flight {preflight['result']} on {preflight['kernel']}; its canary "
+        f"stage waits for {FIX4_MINIMUM_APPLIED} healthy reports, whatever its soak"
+    )
+    if faulty.returncode == 0:
+        raise RuntimeError(f"Pre-flight let the faulty {FAULTY.label} through: {out.strip()}")
+    demo.facts.preflight_refusal = refusal = err.strip()
+    demo.narrator.say("fix 3:")
+    demo.narrator.output(refusal)
+    demo.narrator.say("fix 3 was never published: no machine will ever see it")
+
+
+def vm_verdict(demo: Demo, patch_id: str, timeout: float) -> Report:
+    """The VM's judged report on `patch_id` once the service holds it (read from its
+    database): a failed load at once, an applied one after the VM's health window."""
+    assert demo.admin is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        report = demo.admin.reported(demo.facts.vm_machine_id, patch_id)
+        if report is not None and (report.result != "applied" or report.health is not None):
+            return report
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"The VM's verdict on {patch_id} did not reach the service within {timeout:g} s "
+                f"(last report: {report})."
+            )
+        time.sleep(0.5)
+
+
+def describe(report: Report) -> str:
+    """A report in one line: result, errno or reason, health, evidence."""
+    parts = [f"result={report.result}"]
+    if report.errno is not None:
+        parts.append(f"errno={report.errno}")
+    if report.reason:
+        parts.append(f"reason={report.reason}")
+    if report.health:
+        parts.append(f"health={report.health}")
+    if report.evidence:
+        parts.append(f"evidence={report.evidence}")
+    return ", ".join(parts)
+
+
+def halt_fix4(demo: Demo) -> None:
+    """Fix 4 passes pre-flight, turns unhealthy on the VM; the canaries replay that; halt."""
+    fleet, vm, admin = demo.fleet, demo.vm, demo.admin
+    assert fleet is not None and vm is not None and admin is not None
+    patch_id = demo.facts.patch_ids[FIX4.label]
+    canaries = round(CANARY_PERCENTAGE * BUCKETS / 100)
+    vm_bucket = bucket(demo.facts.vm_machine_id, patch_id)
+    demo.narrator.say(
+        f"the VM is one of {patch_id}'s canaries (bucket {vm_bucket} < {canaries} of "
+        f"{BUCKETS}); it checks in first:"
+    )
+    demo.guest("refresh")
+    # Read at once: the health window must see what the replacement does.
+    demo.facts.cmdline["fix4"] = after = demo.cmdline()
+    demo.facts.loaded["fix4"] = demo.loaded()
+    demo.narrator.say(f"a user reads /proc/cmdline: {_params(after)}")
+    demo.narrator.say(
+        f"waiting for the VM's health verdict (health-window={HEALTH_WINDOW_SECONDS} s)…"
+    )
+    report = vm_verdict(demo, patch_id, timeout=HEALTH_WINDOW_SECONDS + 90)
+    demo.facts.vm_report = report
+    demo.facts.status["fix4"] = demo.status_json()
+    dmesg = vm.run(["dmesg"]).check().stdout
+    demo.facts.vm_dmesg = "\n".join(
+        line
+        for line in dmesg.splitlines()
+        if (FIX4.module in line or "WARNING:" in line) and "Modules linked in:" not in line
+    )
+    demo.narrator.say("the VM's kernel log (dmesg, the lines naming fix 4):")
+    demo.narrator.output(demo.facts.vm_dmesg)
+    demo.narrator.say(f"the VM's report, as the service stored it: {describe(report)}")
+    fleet.replay(report)
+    demo.facts.replayed = report
+    demo.narrator.say(
+        "the simulated canaries now check in and replay the VM's outcome: each sends the "
+        "report the VM's real kernel gave, nothing the demo made up"
+    )
     progress = fleet.follow(
         patch_id,
         done=lambda state: state.halted,
         timeout=CANARY_SOAK_SECONDS + 60,
         on_change=_narrate_rollout(demo),
     )
-    demo.facts.fleet[FAULTY.label] = progress
+    demo.facts.fleet[FIX4.label] = progress
+    demo.facts.fleet_reports = {
+        action.machine_id: admin.reported(action.machine_id, patch_id)
+        for action in progress.actions
+    }
     shown = demo.host_json("patches", "show", patch_id)
-    demo.facts.shown[FAULTY.label] = shown
+    demo.facts.shown[FIX4.label] = shown
     demo.narrator.say(f"halted: {shown['rollout']['halt_reason']}")
-    vm_bucket = bucket(demo.facts.vm_machine_id, patch_id)
-    demo.narrator.say(
-        f"the VM is in {patch_id}'s moderate group (bucket {vm_bucket} of {BUCKETS}); it checks in:"
-    )
-    demo.guest("refresh")
-    demo.facts.cmdline["fix3"] = demo.cmdline()
-    demo.facts.loaded["fix3"] = demo.loaded()
-    demo.facts.status["fix3"] = demo.status_json()
-    demo.narrator.say(f"/sys/kernel/livepatch: {' '.join(demo.facts.loaded['fix3'])} (unchanged)")
-    assert demo.admin is not None
-    demo.facts.shown[FIX2.label] = demo.admin.json("patches", "show", demo.facts.patch_ids["fix 2"])
+    demo.facts.shown[FIX2.label] = admin.json("patches", "show", demo.facts.patch_ids[FIX2.label])
     demo.signals()
     demo.narrator.output(demo.host("patches", "list"))
 
@@ -597,10 +758,16 @@ def shut_down(demo: Demo, stack: contextlib.ExitStack) -> None:
         f"VM powered off ({vm_seconds:.1f} s), "
         f"service stopped ({time.monotonic() - started - vm_seconds:.1f} s)"
     )
-    demo.facts.left_running = kill_marked(demo.facts.run_id)
+    # A process killed a moment ago may still be exiting on a busy machine: what is
+    # still there after EXIT_GRACE seconds was left running.
+    deadline = time.monotonic() + EXIT_GRACE
+    while marked(demo.facts.run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    demo.facts.left_running = left = kill_marked(demo.facts.run_id)
     demo.facts.left_listening = [port for port in demo.facts.ports if listening(port)]
+    names = f" ({', '.join(f'{name} {pid}' for pid, name in left)})" if left else ""
     demo.narrator.say(
-        f"processes left: {len(demo.facts.left_running)}, "
+        f"processes left: {len(left)}{names}, "
         f"ports still listening: {len(demo.facts.left_listening)}"
     )
 
@@ -638,7 +805,7 @@ def run(
     with cleanup(facts.run_id) as stack:
         with narrator.step(f"Boot the VM: Debian's kernel {kernel} under qemu"):
             boot(demo, stack)
-        with narrator.step("Build the client snap and three livepatches for that kernel"):
+        with narrator.step("Build the client snap and four livepatches for that kernel"):
             demo.client = client or build_client(demo)
             facts.client = demo.client.description
             build(demo)
@@ -660,8 +827,10 @@ def run(
             enrol_fleet(demo, stack)
         with narrator.step("Roll out cumulative fix 2: canary → moderate → all"):
             roll_out_fix2(demo)
-        with narrator.step("Publish faulty fix 3: its canaries fail, the engine halts it"):
-            halt_faulty(demo)
+        with narrator.step("Publish fixes 3 and 4: pre-flight on the real kernel refuses 3"):
+            preflight_both(demo)
+        with narrator.step("Fix 4 turns unhealthy on the VM; its canaries replay that: halted"):
+            halt_fix4(demo)
         with narrator.step("Stop everything"):
             open_dashboard(demo, keep_running)
             shut_down(demo, stack)

@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from livepatch.server.config import DATA_DIR_ENV
+from livepatch.client.state import Report
+from livepatch.server.config import DATA_DIR_ENV, sqlite_url
 
 BIN = Path(sys.executable).parent
 ADMIN = BIN / "livepatch-admin"
@@ -142,6 +143,51 @@ class Admin:
 
     def json(self, *argv: str) -> Any:
         return json.loads(self.run(*argv, "--format", "json"))
+
+    def start(self, *argv: str) -> subprocess.Popen[str]:
+        """`livepatch-admin ARGV` in the background (`.communicate()` for its output)."""
+        return subprocess.Popen(
+            [str(ADMIN), *argv],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.environment(),
+        )
+
+    def reported(self, machine_id: str, patch_id: str) -> Report | None:
+        """The outcome `machine_id` reported for `patch_id`, as the service's database
+        holds it (its latest row), in the client's report shape; None before any."""
+        from sqlalchemy import select
+
+        from livepatch.server.storage.database import Database
+        from livepatch.server.storage.models import Report as Row
+
+        database = Database(sqlite_url(self.data_dir))
+        try:
+            with database.transaction(readonly=True) as session:
+                row = session.scalars(
+                    select(Row)
+                    .where(Row.machine_id == machine_id, Row.patch_id == patch_id)
+                    .order_by(Row.received.desc(), Row.id.desc())
+                    .limit(1)
+                ).one_or_none()
+        finally:
+            database.dispose()
+        if row is None:
+            return None
+        return Report(
+            patch_id=row.patch_id,
+            kernel=row.kernel,
+            result=row.result,
+            errno=row.errno,
+            reason=row.reason,
+            duration_ms=row.duration_ms,
+            taint=row.taint,
+            health=row.health,
+            evidence=row.evidence,
+        )
 
 
 @dataclass

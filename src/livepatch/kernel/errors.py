@@ -115,17 +115,25 @@ class WrongKernel(KernelError):
     code = "wrong-kernel"
 
     def __init__(self, module: str, *, errno: int, running: str, built_for: str | None) -> None:
-        built = f"built for {built_for}" if built_for else "built for another kernel"
-        hint = (
-            ", or it conflicts with the livepatches already loaded (the kernel log says which)"
-            if errno == errno_codes.EINVAL
-            else ""
-        )
-        super().__init__(
-            f"The kernel refused module {module} ({errno_text(errno)}): it was {built}, "
-            f"not for the running kernel {running}{hint}; use the patch made for {running}.",
-            errno=errno,
-        )
+        if errno == errno_codes.EINVAL and built_for == running:
+            # Its vermagic is this kernel's: the patch itself does not fit it.
+            message = (
+                f"The kernel refused module {module} ({errno_text(errno)}): it was built for "
+                f"the running kernel {running}, so it conflicts with the livepatches already "
+                "loaded or patches something this kernel lacks (the kernel log says which)."
+            )
+        else:
+            built = f"built for {built_for}" if built_for else "built for another kernel"
+            hint = (
+                ", or it conflicts with the livepatches already loaded (the kernel log says which)"
+                if errno == errno_codes.EINVAL
+                else ""
+            )
+            message = (
+                f"The kernel refused module {module} ({errno_text(errno)}): it was {built}, "
+                f"not for the running kernel {running}{hint}; use the patch made for {running}."
+            )
+        super().__init__(message, errno=errno)
         self.module = module
         self.running = running
         self.built_for = built_for

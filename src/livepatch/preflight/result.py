@@ -59,10 +59,24 @@ def render(result: PreflightResult, *, excerpt_lines: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
+KERNEL_LIVEPATCH_PREFIX = "livepatch: "
+"""How the kernel's livepatch core starts its log lines (a missing symbol, a conflict)."""
+
+
+def kernel_complaint(log: list[str]) -> str:
+    """The last line the kernel's livepatch core logged, or "" (the errno alone is vague)."""
+    found = [line.strip() for line in log if line.strip().startswith(KERNEL_LIVEPATCH_PREFIX)]
+    return found[-1] if found else ""
+
+
 def failure_reason(result: PreflightResult) -> str:
     """One sentence for `publish`'s refusal."""
     if result.load != "passed":
-        return f"it did not load on {result.kernel}: {result.reason}"
+        complaint = kernel_complaint(result.log)
+        if not complaint:
+            return f"it did not load on {result.kernel}: {result.reason}"
+        reason = result.reason.rstrip(".")
+        return f'it did not load on {result.kernel}: {reason}; the kernel logged "{complaint}"'
     if result.health != "healthy":
         return f"it turned unhealthy on {result.kernel}: {result.evidence or 'no detail'}"
     return f"it could not be disabled and unloaded on {result.kernel}: {result.reason}"

@@ -3,7 +3,7 @@
  * Demo fix 3, a faulty build: fix 2 plus a replacement for a function this
  * kernel does not have (it was built against the wrong source tree), so
  * klp_enable_patch() fails with "symbol not found" and loading it fails with
- * EINVAL on every machine. The rollout must halt it in canary.
+ * EINVAL on every machine. Pre-flight must refuse it before any canary.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 

@@ -51,15 +51,20 @@ def test_snap_environment_expands_like_snapd() -> None:
     assert expand("$SNAP/bin:$PATH", {"SNAP": "/s", "PATH": "/usr/bin"}) == "/s/bin:/usr/bin"
 
 
-def test_the_vm_machine_id_is_a_moderate_not_a_canary_machine() -> None:
-    patch_id = flow.predicted_patch_id("6.1.0-56-amd64", flow.FAULTY)
+def test_the_vm_machine_id_is_one_of_fix4s_canaries() -> None:
+    patch_id = flow.predicted_patch_id("6.1.0-56-amd64", flow.FIX4)
     assert patch_id == "lp-6.1.0-56-amd64-3"
-    machine_id = flow.moderate_machine_id(patch_id)
-    assert len(machine_id) == 32 and int(machine_id, 16) >= 0
-    low = round(flow.CANARY_PERCENTAGE * BUCKETS / 100)
-    high = round(flow.MODERATE_PERCENTAGE * BUCKETS / 100)
-    assert low <= bucket(machine_id, patch_id) < high
-    assert flow.moderate_machine_id(patch_id) == machine_id
+    machine_id = flow.canary_machine_id(patch_id)
+    # Fixed vector from docs/CONTRACTS.md's formula: sha256(machine id NUL patch id),
+    # first 8 bytes big-endian, mod 10000 -> 650, under the canary threshold 1000 (10%).
+    assert machine_id == "a88caa35e5ac3ab2c513df5d768fc99d"
+    assert bucket(machine_id, patch_id) == 650
+    assert round(flow.CANARY_PERCENTAGE * BUCKETS / 100) == 1000
+
+
+def test_the_faulty_fix_gets_no_patch_number() -> None:
+    with pytest.raises(KeyError):
+        flow.predicted_patch_id("6.1.0-56-amd64", flow.FAULTY)
 
 
 def test_the_policy_file_is_what_the_server_reads(tmp_path: Path) -> None:

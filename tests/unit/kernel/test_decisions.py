@@ -79,6 +79,17 @@ def test_load_errno_means(
     assert str(error).endswith(".")
 
 
+def test_einval_for_a_module_built_for_this_kernel_does_not_blame_the_kernel() -> None:
+    context = LoadContext("lp", "6.1.0-56-amd64", "6.1.0-56-amd64", None, False)
+    error = load_error(errno.EINVAL, context)
+    assert isinstance(error, WrongKernel)
+    assert str(error) == (
+        "The kernel refused module lp (EINVAL (Invalid argument)): it was built for the "
+        "running kernel 6.1.0-56-amd64, so it conflicts with the livepatches already loaded "
+        "or patches something this kernel lacks (the kernel log says which)."
+    )
+
+
 def test_wrong_kernel_without_vermagic_says_another_kernel() -> None:
     error = load_error(errno.ENOEXEC, LoadContext("lp", "6.1.0-56-amd64", None, None, None))
     assert "built for another kernel" in str(error)

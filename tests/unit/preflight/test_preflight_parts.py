@@ -62,6 +62,21 @@ def test_text_is_key_value_lines_then_the_log() -> None:
 def test_failure_reasons_name_the_step() -> None:
     refused = PreflightResult(KEY, "lp_fix", "failed", reason="symbol x not found")
     assert failure_reason(refused) == f"it did not load on {KEY}: symbol x not found"
+    told = PreflightResult(
+        KEY,
+        "lp_fix",
+        "failed",
+        reason="EINVAL.",
+        log=[
+            "lp_fix: tainting kernel with TAINT_LIVEPATCH",
+            "livepatch: symbol 'f' not found in symbol table",
+            "lp_fix: done",
+        ],
+    )
+    assert failure_reason(told) == (
+        f"it did not load on {KEY}: EINVAL; "
+        "the kernel logged \"livepatch: symbol 'f' not found in symbol table\""
+    )
     sick = passed(health="unhealthy", evidence="new taint W")
     assert failure_reason(sick) == f"it turned unhealthy on {KEY}: new taint W"
 
