@@ -1,7 +1,5 @@
-"""Interim `make demo`: livepatch.kernel live-patching a real kernel in qemu.
+"""`make demo`: the whole stream on Debian's kernel in qemu (the story is in flow.py).
 
-The host builds a sample livepatch module and boots Debian's kernel in a VM;
-the guest (``tests.demo.guest``) shows identity and capabilities, loads the
-patch, shows /proc/cmdline change, lists loaded patches, disables and
-unloads it. To be replaced by the full client/server demo.
+The host runs the patch service and a simulated fleet; the VM runs the client
+snap's code and the kernel whose outcomes the rollout engine acts on.
 """
