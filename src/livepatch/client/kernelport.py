@@ -6,6 +6,7 @@ nothing on paths that never reach the kernel.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from livepatch.errors import LivepatchError
 
 if TYPE_CHECKING:
     from livepatch.kernel import LivepatchDriver, ModuleSyscalls
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,13 +115,14 @@ class KernelAdapter:
         except OSError:
             return -1
 
-    def log_since(self, seq: int) -> list[str]:
+    def log_since(self, seq: int) -> list[str] | None:
         from livepatch.kernel.kmsg import read_records
 
         try:
             return [record.text for record in read_records(self.root, after=seq)]
-        except OSError:
-            return []
+        except OSError as error:
+            log.warning("the kernel log is not readable: %s", error)
+            return None
 
     def functions(self, name: str) -> tuple[str, ...]:
         files = self.driver.files
