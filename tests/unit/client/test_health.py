@@ -121,7 +121,6 @@ def test_an_unreadable_log_is_said_and_names_the_plug_while_taint_still_counts()
     assert tainted.evidence.startswith("new taint W; the kernel log was not readable")
 
 
-
 def test_the_port_answers_none_when_the_kernel_log_cannot_be_opened(tmp_path):
     from livepatch.client.kernelport import KernelAdapter
 
