@@ -6,9 +6,10 @@ A patch is unhealthy when, since it was loaded,
   names every module and does not count),
 - the kernel gained a taint flag that means trouble (HEALTH_TAINTS), or
 - the patch is no longer enabled (someone else disabled or removed it).
-The kernel log is /dev/kmsg: inside the snap, the log-observe plug grants it
-(with kernel-module-control's CAP_SYSLOG, which dmesg_restrict asks for).
-When it cannot be read, the verdict says so instead of passing in silence.
+The kernel log is /dev/kmsg, or syslog(2) where a snap's device cgroup refuses
+/dev/kmsg (livepatch.kernel.kmsg): inside the snap, log-observe grants the file
+and kernel-module-control the CAP_SYSLOG that dmesg_restrict asks for. When
+neither can be read, the verdict says so instead of passing in silence.
 The evidence is short, one line, without control characters (it is sent to
 the service and shown by `livepatch status`).
 """
@@ -34,7 +35,7 @@ MAX_REPORT_LINES = 80
 UNRELATED = ("Modules linked in:",)
 LOG_UNREADABLE = (
     "the kernel log was not readable, so only the taint and the enabled state were "
-    "checked (inside the snap, connect its log-observe plug: "
+    "checked (inside the snap, connect its log-observe and kernel-module-control plugs: "
     "sudo snap connect livepatch:log-observe)"
 )
 

@@ -116,13 +116,23 @@ class KernelAdapter:
             return -1
 
     def log_since(self, seq: int) -> list[str] | None:
-        from livepatch.kernel.kmsg import read_records
+        """/dev/kmsg after record `seq`; when it cannot be opened (a snap's device cgroup
+        refuses it), the whole buffer through syslog(2): a report naming the patch's
+        module was logged after it was loaded, whatever else the buffer holds."""
+        from livepatch.kernel.kmsg import read_records, read_ring_buffer
 
         try:
             return [record.text for record in read_records(self.root, after=seq)]
         except OSError as error:
-            log.warning("the kernel log is not readable: %s", error)
-            return None
+            refused = error
+        if self.root == Path("/"):
+            try:
+                return read_ring_buffer()
+            except OSError as error:
+                log.warning("the kernel log is not readable: %s; %s", refused, error)
+                return None
+        log.warning("the kernel log is not readable: %s", refused)
+        return None
 
     def functions(self, name: str) -> tuple[str, ...]:
         files = self.driver.files

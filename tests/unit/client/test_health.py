@@ -113,7 +113,7 @@ def test_an_unreadable_log_is_said_and_names_the_plug_while_taint_still_counts()
     assert quiet.healthy
     assert quiet.evidence == (
         "the kernel log was not readable, so only the taint and the enabled state were "
-        "checked (inside the snap, connect its log-observe plug: "
+        "checked (inside the snap, connect its log-observe and kernel-module-control plugs: "
         "sudo snap connect livepatch:log-observe)"
     )
     tainted = verdict(None, after=LOADED | 1 << 9)
