@@ -270,6 +270,8 @@ def cmd_enable(args: "argparse.Namespace") -> int:
 
 
 def _print_patch_lines(doc: "dict[str, Any]") -> None:
+    if not doc.get("Status"):  # a daemon blocked by a missing plug: its error says it all
+        return
     text = render_status(doc, "humane", False)
     wanted = ("kernel:", "kernel state:", "patch state:", "fix ")
     for line in text.splitlines():

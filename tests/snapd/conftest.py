@@ -25,6 +25,8 @@ from tests.vm import build_modules, default_release
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = "livepatch_cmdline_v1"
+WARN = "livepatch_cmdline_warn"
+MODULES = REPO / "tests/kernel/modules"
 
 
 @dataclass
@@ -42,7 +44,7 @@ class HostSide:
 
     def __init__(self, service: PatchService) -> None:
         self.service = service
-        self.sample: str | None = None
+        self.published: dict[str, str] = {}
 
     def __call__(self, argv: list[str]) -> tuple[int, str]:
         if argv[:1] == ["admin"]:
@@ -50,11 +52,16 @@ class HostSide:
         if argv == ["kernel-key"]:
             return 0, default_release() + "\n"
         if argv == ["publish-sample"]:
-            if self.sample is None:  # the service refuses the same module name twice
-                module = build_modules(SAMPLE_MODULES)[SAMPLE]
-                self.sample = self.service.publish(default_release(), SAMPLE, module=module)
-            return 0, self.sample + "\n"
+            return 0, self.publish(SAMPLE_MODULES, SAMPLE) + "\n"
+        if argv == ["publish-warn"]:  # WARNs when /proc/cmdline is read
+            return 0, self.publish(MODULES / "preflight", WARN) + "\n"
         return 2, f"unknown host call {argv}\n"
+
+    def publish(self, sources: Path, name: str) -> str:
+        if name not in self.published:  # the service refuses the same module name twice
+            module = build_modules(sources)[name]
+            self.published[name] = self.service.publish(default_release(), name, module=module)
+        return self.published[name]
 
 
 def _share(base: Path, snap: Path, ca: Path) -> Path:
@@ -63,7 +70,11 @@ def _share(base: Path, snap: Path, ca: Path) -> Path:
     (project / "tests/kernel").mkdir(parents=True)
     shutil.copy2(REPO / "spread.yaml", project / "spread.yaml")
     shutil.copytree(REPO / "tests/spread", project / "tests/spread")
-    shutil.copytree(SAMPLE_MODULES, project / "tests/kernel/modules/cmdline")
+    for name in ("cmdline", "preflight", "stall"):
+        shutil.copytree(MODULES / name, project / "tests/kernel/modules" / name)
+    (share / "modules").mkdir()  # built here for the guest's kernel (tests/spread/lib/stall.sh)
+    for module in build_modules(MODULES / "stall").values():
+        shutil.copy2(module, share / "modules" / module.name)
     shutil.copy2(snap, share / "livepatch.snap")
     shutil.copy2(ca, share / "ca.pem")
     return share
@@ -86,6 +97,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "LIVEPATCH_HOST_CALLS": "/mnt/share/host",
         "LIVEPATCH_HOST_SERVICE_URL": f"https://{QEMU_HOST}:{service.port}",
         "LIVEPATCH_HOST_CA": "/mnt/share/ca.pem",
+        "LIVEPATCH_TEST_MODULES": "/mnt/share/modules",
         "LIVEPATCH_KEEP_INSTALLED": "1",  # tests/spread/lib/snap.sh: install once
     }
     host = HostCalls(share / "host", HostSide(service))

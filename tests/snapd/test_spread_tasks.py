@@ -14,7 +14,18 @@ from tests.snapd import spread
 from tests.snapd.conftest import Rig
 
 pytestmark = [pytest.mark.kernel, pytest.mark.snapd, pytest.mark.timeout(3600)]
-ORDER = ("install", "configure", "enable", "confinement", "motd", "refresh-revert", "remove")
+ORDER = (
+    "install",
+    "configure",
+    "enable",
+    "confinement",
+    "plugs",
+    "health",
+    "motd",
+    "pre-refresh",
+    "refresh-revert",
+    "remove",
+)
 TASK_TIMEOUT = 900.0
 
 

@@ -7,6 +7,7 @@ lock, so they never interleave with a daemon's check-in.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -38,6 +39,7 @@ from livepatch.client.state import (
     Credential,
     CredentialFile,
     Enrolment,
+    ErrorRecord,
     State,
     StateFile,
 )
@@ -86,6 +88,11 @@ def status(rt: Runtime) -> dict[str, Any]:
         log.debug("status without reconciling with the kernel: %s", error)
         identity = rt.kernel.identity()
         key = None
+        if isinstance(error, LivepatchError) and error.code == "access-denied":
+            # a plug missing (livepatch-sysfs): the patches shown are the record's,
+            # unconfirmed; the first error says which plug to connect
+            denied = ErrorRecord(error.code, " ".join(str(error).split()))
+            state = dataclasses.replace(state, errors=(denied, *state.errors))
     try:
         config = readable_config(rt.paths)
     except LivepatchError:

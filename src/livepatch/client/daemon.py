@@ -239,16 +239,23 @@ class Daemon:
             await asyncio.to_thread(self.checkin.reconcile)
             self._doc = await asyncio.to_thread(commands.status, self.rt)
         except AccessDenied as error:
-            if self._denied != str(error):
-                log.error("%s", error)
-            self._denied = str(error)
-            self._doc = blocked_document(self.rt.paths.state, error, daemon_running=True)
+            self._blocked(error)
         else:
-            if self._denied is not None:
-                log.info("kernel files readable again: no longer blocked")
-            self._denied = None
+            self._unblocked()
         self._write_motd()
         self._status_changed()
+
+    def _blocked(self, error: LivepatchError) -> None:
+        """Answer with a document whose only error names the plug; log it once."""
+        if self._denied != str(error):
+            log.error("%s", error)
+        self._denied = str(error)
+        self._doc = blocked_document(self.rt.paths.state, error, daemon_running=True)
+
+    def _unblocked(self) -> None:
+        if self._denied is not None:
+            log.info("kernel files readable again: no longer blocked")
+        self._denied = None
 
     def _status_changed(self) -> None:
         if self.on_status is not None:
@@ -258,13 +265,20 @@ class Daemon:
                 log.warning("status report failed: %s", error)
 
     def _publish(self, outcome: Outcome) -> None:
-        try:
-            self._doc = commands.status(self.rt)
-        except AccessDenied as error:
-            self._doc = blocked_document(self.rt.paths.state, error, daemon_running=True)
-        except LivepatchError as error:
-            log.error("cannot build the status document: %s", error)
-            return
+        """A check-in that a denied kernel file stopped (a plug disconnected while the
+        daemon runs: `commands.status` alone would not notice) blocks like one at start-up."""
+        if outcome.error is not None and outcome.error.code == AccessDenied.code:
+            self._blocked(outcome.error)  # (from a forked check-in: a plain LivepatchError)
+        else:
+            try:
+                self._doc = commands.status(self.rt)
+            except AccessDenied as error:
+                self._blocked(error)
+            except LivepatchError as error:
+                log.error("cannot build the status document: %s", error)
+                return
+            else:
+                self._unblocked()
         notify("STATUS=" + self._summary())
         self._write_motd()
         self._status_changed()

@@ -6,6 +6,10 @@ A patch is unhealthy when, since it was loaded,
   names every module and does not count),
 - the kernel gained a taint flag that means trouble (HEALTH_TAINTS), or
 - the patch is no longer enabled (someone else disabled or removed it).
+The kernel log is /dev/kmsg, or syslog(2) where a snap's device cgroup refuses
+/dev/kmsg (livepatch.kernel.kmsg): inside the snap, log-observe grants the file
+and kernel-module-control the CAP_SYSLOG that dmesg_restrict asks for. When
+neither can be read, the verdict says so instead of passing in silence.
 The evidence is short, one line, without control characters (it is sent to
 the service and shown by `livepatch status`).
 """
@@ -29,6 +33,11 @@ REPORT_START = re.compile(
 REPORT_END = re.compile(r"---\[ end trace")
 MAX_REPORT_LINES = 80
 UNRELATED = ("Modules linked in:",)
+LOG_UNREADABLE = (
+    "the kernel log was not readable, so only the taint and the enabled state were "
+    "checked (inside the snap, connect its log-observe and kernel-module-control plugs: "
+    "sudo snap connect livepatch:log-observe)"
+)
 
 
 @dataclass(frozen=True)
@@ -88,14 +97,18 @@ def judge(
     functions: Sequence[str],
     taint_before: int,
     taint_after: int,
-    log: Sequence[str],
+    log: Sequence[str] | None,
     enabled: bool,
 ) -> Verdict:
-    """The verdict for `module` after its window (see the module docstring)."""
+    """The verdict for `module` after its window (see the module docstring).
+
+    `log` None: the kernel log could not be read; the verdict then rests on the
+    taint and the enabled state only, and its evidence says so (naming the plug).
+    """
     evidence: list[str] = []
     if not enabled:
         evidence.append(f"livepatch {module} was disabled or removed by someone else")
-    for report in reports(log):
+    for report in reports(log or ()):
         named = naming(report, module, functions)
         if named:
             head = report[0] if report[0] not in named else ""
@@ -103,4 +116,5 @@ def judge(
     letters = new_taint_letters(taint_before, taint_after)
     if letters:
         evidence.append(f"new taint {letters}")
-    return Verdict(not evidence, clean("; ".join(evidence)))
+    notes = [LOG_UNREADABLE] if log is None else []
+    return Verdict(not evidence, clean("; ".join([*evidence, *notes])))

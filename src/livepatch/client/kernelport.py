@@ -6,6 +6,7 @@ nothing on paths that never reach the kernel.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from livepatch.errors import LivepatchError
 
 if TYPE_CHECKING:
     from livepatch.kernel import LivepatchDriver, ModuleSyscalls
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,13 +115,24 @@ class KernelAdapter:
         except OSError:
             return -1
 
-    def log_since(self, seq: int) -> list[str]:
-        from livepatch.kernel.kmsg import read_records
+    def log_since(self, seq: int) -> list[str] | None:
+        """/dev/kmsg after record `seq`; when it cannot be opened (a snap's device cgroup
+        refuses it), the whole buffer through syslog(2): a report naming the patch's
+        module was logged after it was loaded, whatever else the buffer holds."""
+        from livepatch.kernel.kmsg import read_records, read_ring_buffer
 
         try:
             return [record.text for record in read_records(self.root, after=seq)]
-        except OSError:
-            return []
+        except OSError as error:
+            refused = error
+        if self.root == Path("/"):
+            try:
+                return read_ring_buffer()
+            except OSError as error:
+                log.warning("the kernel log is not readable: %s; %s", refused, error)
+                return None
+        log.warning("the kernel log is not readable: %s", refused)
+        return None
 
     def functions(self, name: str) -> tuple[str, ...]:
         files = self.driver.files

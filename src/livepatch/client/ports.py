@@ -48,8 +48,8 @@ class KernelPort(Protocol):
     def log_seq(self) -> int:
         """The newest kernel-log record's sequence number (-1: none or unreadable)."""
 
-    def log_since(self, seq: int) -> list[str]:
-        """Kernel-log messages after record `seq`, oldest first ([] when unreadable)."""
+    def log_since(self, seq: int) -> list[str] | None:
+        """Kernel-log messages after record `seq`, oldest first (None when unreadable)."""
 
     def functions(self, name: str) -> tuple[str, ...]:
         """The functions livepatch `name` replaces (from /sys/kernel/livepatch)."""

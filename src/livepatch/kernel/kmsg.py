@@ -5,12 +5,21 @@ followed by continuation lines (`` KEY=VALUE``) that we drop. Sequence numbers
 only grow within a boot, so "everything after record N" is how the health
 check finds what the kernel said since a patch was loaded. Records the ring
 buffer overwrote before we read them are skipped (the read fails with EPIPE).
+
+``read_ring_buffer`` is the other door to the same log, syslog(2): under snapd a
+snap whose interfaces tag devices gets a device cgroup, which refuses /dev/kmsg
+(EPERM, nothing in the audit log) even with log-observe connected, while
+syslog(2) needs only CAP_SYSLOG (the snap's kernel-module-control grants it; the
+base seccomp filter allows the call). It has no sequence numbers: the whole
+buffer, oldest first.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +27,11 @@ KMSG = "dev/kmsg"
 MAX_RECORDS = 100_000
 """Read at most this many records per call: a log flood cannot keep us reading."""
 RECORD_SIZE = 8192
+SYSLOG_ACTION_READ_ALL = 3
+SYSLOG_ACTION_SIZE_BUFFER = 10
+MAX_RING_BUFFER = 16 * 1024 * 1024
+"""Read at most this much of the ring buffer (CONFIG_LOG_BUF_SHIFT is 17-18 on distributions)."""
+SYSLOG_PREFIX = re.compile(r"^<\d+>(?:\[\s*\d+\.\d+\] ?)?")
 
 
 @dataclass(frozen=True)
@@ -77,3 +91,24 @@ def last_seq(root: Path = Path("/")) -> int:
 def boot_id(root: Path = Path("/")) -> str:
     """This boot's random id (changes at every boot, crash or not)."""
     return (root / "proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def read_ring_buffer() -> list[str]:
+    """The kernel log's messages through syslog(2), oldest first; OSError when refused."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = libc.klogctl(SYSLOG_ACTION_SIZE_BUFFER, None, 0)
+    if size < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), "syslog(2)")
+    buffer = ctypes.create_string_buffer(max(1, min(size, MAX_RING_BUFFER)))
+    read = libc.klogctl(SYSLOG_ACTION_READ_ALL, buffer, len(buffer))
+    if read < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), "syslog(2)")
+    return ring_buffer_lines(buffer.raw[:read])
+
+
+def ring_buffer_lines(raw: bytes) -> list[str]:
+    """syslog(2)'s text ("<4>[  721.5] WARNING: ...") as /dev/kmsg's messages."""
+    text = raw.decode("utf-8", "replace")
+    return [SYSLOG_PREFIX.sub("", line) for line in text.splitlines() if line]

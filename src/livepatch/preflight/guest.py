@@ -67,7 +67,7 @@ def run(module: Path, cert_path: Path, kernel: str, wait: float) -> PreflightRes
     seq, taint_before = adapter.log_seq(), adapter.taint()
 
     def failed(reason: str) -> PreflightResult:
-        log = adapter.log_since(seq)[-MAX_LOG_LINES:]
+        log = (adapter.log_since(seq) or [])[-MAX_LOG_LINES:]
         return PreflightResult(kernel, name, "failed", reason=reason, log=log)
 
     try:
@@ -109,7 +109,7 @@ def run(module: Path, cert_path: Path, kernel: str, wait: float) -> PreflightRes
         health=verdict.name,
         evidence=verdict.evidence,
         unloaded=unloaded,
-        log=adapter.log_since(seq)[-MAX_LOG_LINES:],
+        log=(adapter.log_since(seq) or [])[-MAX_LOG_LINES:],
     )
 
 

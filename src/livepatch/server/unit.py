@@ -68,7 +68,7 @@ def unit_text(options: UnitOptions) -> str:
         "RestartSec=5s",
         f"LimitNOFILE={LIMIT_NOFILE}",
         f"StateDirectory={STATE_DIR.name}",
-        "StateDirectoryMode=0750",
+        "StateDirectoryMode=0700",
         "UMask=0077",
         "ProtectSystem=strict",
         "ProtectHome=yes",
@@ -129,7 +129,7 @@ def default_executable() -> Path:
 
 NEXT_STEPS = f"""Next, as root:
   systemd-sysusers && systemctl daemon-reload
-  install -d -o {USER} -g {USER} -m 0750 {STATE_DIR}
+  install -d -o {USER} -g {USER} -m 0700 {STATE_DIR}
   sudo -u {USER} livepatch-admin keys init --data-dir {STATE_DIR}
   systemctl enable --now livepatch-server
   sudo -u {USER} livepatch-admin admins create NAME --role admin --data-dir {STATE_DIR}

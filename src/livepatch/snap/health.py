@@ -25,6 +25,9 @@ from livepatch.snap.snapctl import (
 
 log = logging.getLogger(__name__)
 PLUG = re.compile(r"connect its ([a-z0-9-]+) plug")
+PLUG_ERRORS = frozenset({"access-denied", "not-permitted"})
+"""Errors whose message may name the plug to connect: a denied kernel file (AppArmor),
+and a module load refused with EPERM (seccomp without kernel-module-control)."""
 
 NOT_ANSWERING = Health(
     HealthStatus.ERROR,
@@ -75,12 +78,12 @@ def assess(doc: Mapping[str, Any] | None) -> Health:
     if doc is None:
         return NOT_ANSWERING
     code, message = _error(doc)
-    plug = PLUG.search(message) if code == "access-denied" else None
+    plug = PLUG.search(message) if code in PLUG_ERRORS else None
     if plug:  # before anything else: without the plug nothing else can work
         return Health(
             HealthStatus.BLOCKED,
             f"Missing plug; run: snap connect livepatch:{plug.group(1)}",
-            "access-denied",
+            health_code(code),
         )
     if not doc.get("Enrolled"):
         return NOT_ENABLED

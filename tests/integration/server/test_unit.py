@@ -35,6 +35,7 @@ def test_the_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
         "User=livepatch-server",
         "ProtectSystem=strict",
         "StateDirectory=livepatch-server",
+        "StateDirectoryMode=0700",
         "Environment=LIVEPATCH_SERVER_DATA=/var/lib/livepatch-server",
         "LimitNOFILE=65536",
         "Restart=on-failure",

@@ -62,6 +62,22 @@ publish_sample_patch() {
     echo "$id"
 }
 
+# Build livepatch_cmdline_warn.ko (tests/kernel/modules/preflight: it WARNs when
+# /proc/cmdline is read), publish it to everyone without pre-flight (which would
+# refuse it); prints the patch id.
+publish_warn_patch() {
+    build=$(mktemp -d)
+    cp "$SPREAD_PATH"/tests/kernel/modules/preflight/livepatch_cmdline_warn.c "$build/"
+    echo 'obj-m += livepatch_cmdline_warn.o' > "$build/Kbuild"
+    make -s -C "/lib/modules/$(uname -r)/build" M="$build" modules >/dev/null
+    id=$(admin publish --no-preflight "$build/livepatch_cmdline_warn.ko" --kernel "$(kernel_key)" \
+        --cve CVE-2024-26581 --severity high --description "a fix that warns" --format json |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["patch_id"])')
+    admin patches promote "$id" --to all >/dev/null
+    rm -rf "$build"
+    echo "$id"
+}
+
 new_token() {
     admin tokens create --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
 }
@@ -79,14 +95,23 @@ configure_snap_for_service() {
 # Take the sample patch out of the kernel again (the tests run on a throwaway VM,
 # but restore leaves it as found).
 unload_sample_patch() {
-    if [ -e /sys/kernel/livepatch/livepatch_cmdline_v1 ]; then
-        echo 0 > /sys/kernel/livepatch/livepatch_cmdline_v1/enabled
+    unload_patch livepatch_cmdline_v1
+}
+
+unload_warn_patch() {
+    unload_patch livepatch_cmdline_warn
+}
+
+# unload_patch NAME: disable livepatch NAME if loaded, wait for it to go, unload its module.
+unload_patch() {
+    if [ -e "/sys/kernel/livepatch/$1" ]; then
+        echo 0 > "/sys/kernel/livepatch/$1/enabled"
         for _ in $(seq 30); do
-            [ -e /sys/kernel/livepatch/livepatch_cmdline_v1 ] || break
+            [ -e "/sys/kernel/livepatch/$1" ] || break
             sleep 1
         done
     fi
-    rmmod livepatch_cmdline_v1 2>/dev/null || true
+    rmmod "$1" 2>/dev/null || true
 }
 
 # The project's own snapd test machine (tests/snapd/spread.py) runs the patch
@@ -115,6 +140,7 @@ if [ -n "${LIVEPATCH_HOST_CALLS:-}" ]; then
     admin() { host_call admin "$@"; }
     kernel_key() { host_call kernel-key; }
     publish_sample_patch() { host_call publish-sample; }
+    publish_warn_patch() { host_call publish-warn; }
     configure_snap_for_service() {
         snap set livepatch remote-server="$SERVICE_URL" ca-certs="$(cat "$LIVEPATCH_HOST_CA")"
     }

@@ -25,6 +25,7 @@ install_livepatch() {
     snap connect livepatch:livepatch-sysfs
     snap connect livepatch:kernel-state
     snap connect livepatch:hardware-observe
+    snap connect livepatch:log-observe
     snap connect livepatch:livepatch-status livepatch:livepatch-service
 }
 

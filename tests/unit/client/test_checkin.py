@@ -426,6 +426,27 @@ def test_status_reconciles_with_the_live_kernel_without_writing(world):
     assert world.paths.state.read_bytes() == before
 
 
+def test_status_without_the_patch_list_names_the_plug_first(world, monkeypatch):
+    """livepatch-sysfs disconnected inside the snap: status still answers from the record,
+    and its first error says which plug to connect (seen under the real snapd)."""
+    from pathlib import Path
+
+    from livepatch.kernel.errors import AccessDenied
+
+    world.metadata.patches_list = [patch("3")]
+    enrol(world)
+    denied = AccessDenied(Path("/sys/kernel/livepatch"), "livepatch-sysfs", errno=13)
+
+    def refuse():
+        raise denied
+
+    monkeypatch.setattr(world.kernel, "loaded", refuse)
+    doc = commands.status(world.runtime())
+    assert doc["Errors"][0] == {"code": "access-denied", "message": str(denied)}
+    assert "connect its livepatch-sysfs plug" in doc["Errors"][0]["message"]
+    assert doc["Status"][0]["Kernel"] == KERNEL
+
+
 def test_stalled_transition_is_never_recorded_as_applied(world):
     """The kernel keeps a stalled patch in transition: the state says applying, and
     later checks wait for it again rather than calling it applied."""

@@ -275,3 +275,25 @@ def test_enable_reads_the_token_from_stdin_or_a_file(wired, capsys, monkeypatch,
     assert code == 0, err
     assert "Machine enabled" in out
     assert "good-token" not in out + err
+
+
+def test_refresh_through_a_daemon_blocked_by_a_missing_plug_prints_its_sentence(
+    wired, monkeypatch, capsys
+):
+    """Seen under the real snapd: livepatch-sysfs disconnected under a running daemon, whose
+    answer is the blocked document (no kernel status); the CLI says which plug, nothing else."""
+    from pathlib import Path
+
+    from livepatch.client.blocked import blocked_document
+    from livepatch.errors import LivepatchError
+    from livepatch.kernel.errors import AccessDenied
+
+    denied = AccessDenied(Path("/sys/kernel/livepatch"), "livepatch-sysfs", errno=13)
+    doc = blocked_document(Path("/nonexistent"), denied, daemon_running=True)
+    failure = LivepatchError(str(denied), code=denied.code)
+    monkeypatch.setattr(commands, "refresh", lambda rt: (doc, failure))
+    assert cli.main(["refresh"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"livepatch: {denied}\n"
+    assert "(sudo snap connect livepatch:livepatch-sysfs)" in err

@@ -338,3 +338,43 @@ def test_a_denied_kernel_file_leaves_the_daemon_up_blocked_until_reload(world, m
     assert after["status"]["Errors"] == [] and after["status"]["Status"]
     assert [doc["Errors"] for doc in reported][:1] == [blocked["status"]["Errors"]]
     assert reported[-1]["Errors"] == []
+
+
+def test_a_plug_disconnected_while_running_blocks_at_the_next_check(world, monkeypatch):
+    """`snap disconnect` of livepatch-sysfs under a running daemon: its next check-in is
+    denied the kernel's patch list; the status (and so the snap's health) names the plug
+    instead of keeping the last good document, and a reload after the connect clears it."""
+    from pathlib import Path
+
+    from livepatch.kernel.errors import AccessDenied
+
+    rt = real_time(world)
+    real_loaded = world.kernel.loaded
+    denied = AccessDenied(Path("/sys/kernel/livepatch"), "livepatch-sysfs", errno=13)
+    reported: list[dict] = []
+
+    def refuse():
+        raise denied
+
+    async def scenario() -> tuple[dict, dict, dict]:
+        daemon = Daemon(rt, on_status=reported.append)
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: rt.paths.control.exists())
+        before = await asyncio.to_thread(control.request, rt.paths.control, "status")
+        monkeypatch.setattr(world.kernel, "loaded", refuse)
+        await asyncio.to_thread(control.request, rt.paths.control, "refresh")
+        blocked = await asyncio.to_thread(control.request, rt.paths.control, "status")
+        monkeypatch.setattr(world.kernel, "loaded", real_loaded)
+        await asyncio.to_thread(control.request, rt.paths.control, "reload")
+        after = await asyncio.to_thread(control.request, rt.paths.control, "status")
+        daemon.stop()
+        await task
+        return before, blocked, after
+
+    before, blocked, after = asyncio.run(scenario())
+    assert before["status"]["Errors"] == []
+    assert blocked["status"]["Errors"] == [{"code": "access-denied", "message": str(denied)}]
+    assert "connect its livepatch-sysfs plug" in str(denied)
+    assert after["status"]["Errors"] == []
+    assert any(doc["Errors"] == blocked["status"]["Errors"] for doc in reported)
+    assert reported[-1]["Errors"] == []

@@ -106,3 +106,22 @@ def test_evidence_is_one_printable_line_of_at_most_1024_characters():
     assert clean("a\tb\x1b[31mc\nd") == "a b [31mc d"
     long = clean("x" * 5000)
     assert len(long) == 1024 and long.endswith("…")
+
+
+def test_an_unreadable_log_is_said_and_names_the_plug_while_taint_still_counts():
+    quiet = verdict(None)
+    assert quiet.healthy
+    assert quiet.evidence == (
+        "the kernel log was not readable, so only the taint and the enabled state were "
+        "checked (inside the snap, connect its log-observe and kernel-module-control plugs: "
+        "sudo snap connect livepatch:log-observe)"
+    )
+    tainted = verdict(None, after=LOADED | 1 << 9)
+    assert not tainted.healthy
+    assert tainted.evidence.startswith("new taint W; the kernel log was not readable")
+
+
+def test_the_port_answers_none_when_the_kernel_log_cannot_be_opened(tmp_path):
+    from livepatch.client.kernelport import KernelAdapter
+
+    assert KernelAdapter(root=tmp_path).log_since(-1) is None  # no dev/kmsg under this root

@@ -53,3 +53,27 @@ def test_a_module_for_another_kernel_is_refused_with_both_releases_named() -> No
 def test_a_module_without_vermagic_is_refused() -> None:
     with pytest.raises(BuiltForAnotherKernel, match="built without a vermagic"):
         check_built_for(make_module("lp_fix", vermagic=None), "6.1.0-56-amd64")
+
+
+def test_syslog_text_becomes_the_messages_kmsg_would_give():
+    from livepatch.kernel.kmsg import ring_buffer_lines
+
+    raw = (
+        b"<6>[    0.000000] Linux version 6.1.0-57-amd64\n"
+        b"<4>[  721.581487] WARNING: CPU: 0 PID: 3257 at /tmp/x/livepatch_cmdline_warn.c:16 "
+        b"livepatch_cmdline_proc_show+0x15/0x30 [livepatch_cmdline_warn]\n"
+        b"<12>no timestamp here\n\n"
+    )
+    assert ring_buffer_lines(raw) == [
+        "Linux version 6.1.0-57-amd64",
+        "WARNING: CPU: 0 PID: 3257 at /tmp/x/livepatch_cmdline_warn.c:16 "
+        "livepatch_cmdline_proc_show+0x15/0x30 [livepatch_cmdline_warn]",
+        "no timestamp here",
+    ]
+
+
+def test_the_ring_buffer_is_read_through_syslog():
+    from livepatch.kernel.kmsg import read_ring_buffer
+
+    lines = read_ring_buffer()  # the test machine's own log (run as root, as make test is)
+    assert lines and not any(line.startswith("<") for line in lines)

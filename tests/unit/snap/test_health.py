@@ -27,6 +27,13 @@ DENIED = (
     "snap, connect its livepatch-sysfs plug (sudo snap connect livepatch:livepatch-sysfs).",
 )
 
+NOT_PERMITTED = (
+    "not-permitted",
+    "The kernel did not permit loading module livepatch_cmdline_v1 (EPERM (Operation not "
+    "permitted)); run as root with CAP_SYS_MODULE, or, inside the snap, connect its "
+    "kernel-module-control plug (sudo snap connect livepatch:kernel-module-control).",
+)
+
 CASES = [
     (None, HealthStatus.ERROR, "daemon-not-answering"),
     (doc(enrolled=False), HealthStatus.BLOCKED, "not-enabled"),
@@ -48,6 +55,7 @@ CASES = [
     ({"Enrolled": True, "Status": "garbage", "Errors": {}}, HealthStatus.OKAY, ""),
     (doc(state="apply-failed", errors=[("x", "boom")]), HealthStatus.ERROR, "apply-failed"),
     (doc(errors=[("access-denied", "no")]), HealthStatus.BLOCKED, "access-denied"),
+    (doc(state="apply-failed", errors=[NOT_PERMITTED]), HealthStatus.BLOCKED, "not-permitted"),
 ]
 
 
@@ -176,3 +184,11 @@ def test_the_check_health_hook_reports_the_daemons_recorded_verdict(tmp_path):
     }
     reporter(doc())
     assert run() == {"status": "okay", "message": "", "code": ""}
+
+
+@pytest.mark.parametrize(
+    ("error", "plug"), [(DENIED, "livepatch-sysfs"), (NOT_PERMITTED, "kernel-module-control")]
+)
+def test_the_health_message_names_the_plug_to_connect(error, plug):
+    health = assess(doc(state="apply-failed", errors=[error]))
+    assert health.message == f"Missing plug; run: snap connect livepatch:{plug}"

@@ -48,7 +48,10 @@ def test_the_tasks_cover_the_snap_lifecycle():
         "configure",
         "enable",
         "confinement",
+        "plugs",
+        "health",
         "motd",
+        "pre-refresh",
         "refresh-revert",
         "remove",
     }
