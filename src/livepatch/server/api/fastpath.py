@@ -94,8 +94,7 @@ class FastPaths:
                 try:
                     await asyncio.to_thread(authenticate_admin, self.service, _admin_key(scope))
                 except ServerError as error:
-                    document = {"error": {"code": error.code, "message": error.message}}
-                    await _send_json(send, error.status, document)
+                    await _send_error(send, error)
                     return
         await self.app(scope, receive, send)
 
@@ -118,8 +117,7 @@ class FastPaths:
             try:
                 await authorise_download(self.service, authorization)
             except ServerError as error:
-                document = {"error": {"code": error.code, "message": error.message}}
-                await _send_json(send, error.status, document)
+                await _send_error(send, error)
                 return
         try:
             answer = await self.static.respond_async(
@@ -172,11 +170,7 @@ class FastPaths:
         try:
             stage = await record_report(self.service, machine_id, credential, request)
         except ServerError as error:
-            document = {"error": {"code": error.code, "message": error.message}}
-            extra = []
-            if error.retry_after is not None:
-                extra = [(b"retry-after", retry_after(error.retry_after).encode())]
-            await _send_json(send, error.status, document, extra)
+            await _send_error(send, error)
             return
         await _send_json(send, 202, {"stage": stage})
 
@@ -259,6 +253,15 @@ def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+async def _send_error(send: Send, error: ServerError) -> None:
+    """The service's JSON error for `error`, with Retry-After when it says when to retry."""
+    document = {"error": {"code": error.code, "message": error.message}}
+    extra = []
+    if error.retry_after is not None:
+        extra = [(b"retry-after", retry_after(error.retry_after).encode())]
+    await _send_json(send, error.status, document, extra)
 
 
 async def _send_json(
